@@ -1,0 +1,1 @@
+"""Notification channels: signed webhooks with durable retries, and Server-Sent Events."""

@@ -1,0 +1,206 @@
+"""Clinic API routes of the channels: webhook subscriptions and the SSE stream.
+
+Served by the channels process and, with one ``include_router`` line, by the
+prescriber's clinic API. Uses ``app.state.store``, ``.redis`` and ``.settings``.
+
+Scopes: a clinic token manages its own clinic's subscriptions and may name
+only users enrolled with it; an operator names the clinic in ``clinic_id``;
+device tokens cannot subscribe. Another clinic's subscription answers 404, as
+an unknown id does. The SSE stream has the scopes of the reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from services.channels.dispatcher import log_key
+from services.channels.options import ChannelSettings, channel_settings
+from services.channels.sse import LAST_ID, SseStreams, events
+from services.channels.subscriptions import (
+    Subscription,
+    SubscriptionCreated,
+    SubscriptionDeleted,
+    SubscriptionLog,
+)
+from services.channels.url_safety import UnsafeUrl, check_url
+from services.channels.webhooks import new_secret
+from services.prescriber.clinic_api import PrincipalDep, StoreDep, authorize_read
+from shared.auth import Principal
+from shared.events import ClinicId, UserId
+
+router = APIRouter(prefix="/v1")
+
+
+class SubscriptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[str, Field(max_length=2048)]
+    user_ids: Annotated[list[UserId], Field(min_length=1, max_length=10_000)] | None = None
+    clinic_id: ClinicId | None = None
+
+
+def _options(request: Request) -> ChannelSettings:
+    state = request.app.state
+    if getattr(state, "channel_settings", None) is None:
+        state.channel_settings = channel_settings(state.settings)
+    options: ChannelSettings = state.channel_settings
+    return options
+
+
+def _subs(request: Request) -> SubscriptionLog:
+    redis: Redis = request.app.state.redis
+    return SubscriptionLog(redis)
+
+
+def _clinic_for(principal: Principal, asked: str | None) -> str:
+    if principal.role == "clinic" and principal.subject is not None:
+        if asked is not None and asked != principal.subject:
+            raise HTTPException(403, "a clinic token subscribes for its own clinic only")
+        return principal.subject
+    if principal.role == "operator":
+        if asked is None:
+            raise HTTPException(422, "an operator must name the clinic_id")
+        return asked
+    raise HTTPException(403, "this token may not manage subscriptions")
+
+
+async def _owned(request: Request, principal: Principal, sub_id: str) -> Subscription:
+    if principal.role not in ("clinic", "operator"):
+        raise HTTPException(403, "this token may not manage subscriptions")
+    sub = await _subs(request).get(sub_id)
+    visible = sub is not None and (
+        principal.role == "operator" or sub.clinic_id == principal.subject
+    )
+    if sub is None or not visible or sub.status == "deleted":
+        raise HTTPException(404, "no such subscription")
+    return sub
+
+
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    responses={400: {"description": "the body is not JSON"}, 401: {}, 403: {}, 422: {}},
+)
+async def subscribe(
+    body: SubscriptionRequest, request: Request, principal: PrincipalDep, store: StoreDep
+) -> dict[str, str]:
+    """Create a webhook subscription; the secret is shown only in this answer."""
+    clinic = _clinic_for(principal, body.clinic_id)
+    for user in body.user_ids or ():
+        if await store.clinic_of(user) != clinic:
+            raise HTTPException(403, f"user {user!r} is not enrolled with clinic {clinic!r}")
+    settings = _options(request)
+    try:
+        await check_url(
+            body.url,
+            allow_private=settings.webhook_allow_private,
+            https_only=settings.environment == "production",
+        )
+    except UnsafeUrl as exc:
+        raise HTTPException(422, f"webhook url refused: {exc}") from None
+    event = SubscriptionCreated(
+        sub_id=f"sub_{uuid.uuid4().hex}",
+        clinic_id=clinic,
+        url=body.url,
+        user_ids=None if body.user_ids is None else tuple(dict.fromkeys(body.user_ids)),
+        secret=new_secret(),
+        occurred_at=datetime.now(UTC),
+    )
+    await _subs(request).append(event)
+    return {"id": event.sub_id, "secret": event.secret}
+
+
+@router.get("/subscriptions", responses={401: {}, 403: {}})
+async def list_subscriptions(request: Request, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """The caller's clinic's subscriptions (operators: all), without secrets."""
+    if principal.role not in ("clinic", "operator"):
+        raise HTTPException(403, "this token may not manage subscriptions")
+    subs = (await _subs(request).refresh()).values()
+    return [
+        s.public()
+        for s in subs
+        if s.status != "deleted"
+        and (principal.role == "operator" or s.clinic_id == principal.subject)
+    ]
+
+
+@router.delete("/subscriptions/{sub_id}", status_code=204, responses={401: {}, 403: {}, 404: {}})
+async def unsubscribe(sub_id: str, request: Request, principal: PrincipalDep) -> Response:
+    """Delete a subscription; queued deliveries are dropped by the dispatcher."""
+    await _owned(request, principal, sub_id)
+    await _subs(request).append(SubscriptionDeleted(sub_id=sub_id, occurred_at=datetime.now(UTC)))
+    return Response(status_code=204)
+
+
+@router.get("/subscriptions/{sub_id}/deliveries", responses={401: {}, 403: {}, 404: {}})
+async def deliveries(
+    sub_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """Delivery attempts of a subscription, newest first."""
+    await _owned(request, principal, sub_id)
+    redis: Redis = request.app.state.redis
+    entries: Any = await redis.xrevrange(log_key(sub_id), "+", "-", limit)
+    return [_attempt(fields) for _, fields in entries]
+
+
+def _attempt(fields: dict[Any, Any]) -> dict[str, Any]:
+    got = {(k.decode() if isinstance(k, bytes) else k): v.decode() for k, v in fields.items()}
+    ints = ("attempt", "status", "latency_ms", "version")
+    return {k: int(v) if k in ints and v.lstrip("-").isdigit() else v for k, v in got.items()}
+
+
+@router.get(
+    "/users/{user_id}/prescriptions/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 403: {}, 400: {}},
+)
+async def stream(
+    user_id: UserId,
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events of the user's PrescriptionChanged, resumable with Last-Event-ID."""
+    await authorize_read(user_id, principal, store)
+    after = last_event_id.strip() if last_event_id else "0-0"
+    if not LAST_ID.fullmatch(after):
+        raise HTTPException(400, "Last-Event-ID must be a stream id like 1700000000000-0")
+    settings = _options(request)
+    streams: SseStreams = _streams(request, settings)
+    if not streams.admit():
+        raise HTTPException(503, "too many open streams", {"Retry-After": "5"})
+    key = request.app.state.store.keys.rx(user_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in events(
+                request, request.app.state.redis, key, after, settings.sse_heartbeat
+            ):
+                yield chunk
+        finally:
+            streams.leave()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _streams(request: Request, settings: ChannelSettings) -> SseStreams:
+    state = request.app.state
+    if getattr(state, "sse_streams", None) is None:
+        state.sse_streams = SseStreams(settings.sse_max_streams)
+    streams: SseStreams = state.sse_streams
+    return streams
+
+
+__all__ = ["SubscriptionRequest", "router"]

@@ -1,0 +1,99 @@
+"""Composition root of the channels process: webhook dispatcher + subscription/SSE API.
+
+``create_app(settings)`` wires everything; nothing connects at import time.
+The lifespan runs a FastStream broker with one batch subscriber per rx feed
+(group ``channel-webhook``), the dispatcher's retry loop and a sweeper for rx
+feed entries a dead consumer left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.channels.api import router
+from services.channels.dispatcher import Dispatcher
+from services.channels.feed import ensure_groups, subscribe_webhook_channel, sweep_pending
+from services.channels.options import ChannelSettings
+from shared.broker import broker_for
+from shared.keys import Keys
+from shared.redis_store import RedisStore, connect, ping
+
+log = structlog.get_logger(__name__)
+
+
+def mount(app: FastAPI, settings: ChannelSettings, redis: Redis) -> None:
+    """Wire the router's state onto ``app`` (tests compose apps with this too)."""
+    app.state.settings = settings
+    app.state.channel_settings = settings
+    app.state.redis = redis
+    app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds)
+
+
+async def _sweep_forever(
+    redis: Redis, keys: Keys, name: str, dispatcher: Dispatcher, idle: int
+) -> None:
+    while True:
+        try:
+            await sweep_pending(redis, keys, name, dispatcher, idle)
+        except RedisError as exc:
+            log.warning("webhook_sweep_failed", error=type(exc).__name__)
+        await asyncio.sleep(max(0.5, idle / 2000))
+
+
+def create_app(settings: ChannelSettings) -> FastAPI:
+    if not settings.redis_url:
+        raise ValueError("the channels need BACKTRACK_REDIS_URL")
+    url = settings.redis_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = connect(url)
+        mount(app, settings, redis)
+        keys, name = Keys(settings.partitions), f"{socket.gethostname()}-{os.getpid()}"
+        dispatcher = Dispatcher(redis, app.state.store, settings)
+        await ensure_groups(redis, keys)
+        broker = broker_for(url, logger=structlog.get_logger("faststream"), log_level=10)
+        subscribe_webhook_channel(broker, redis, keys, name, dispatcher)
+        async with broker, dispatcher.running():
+            await broker.start()
+            sweeper = asyncio.create_task(
+                _sweep_forever(redis, keys, name, dispatcher, settings.claim_idle_ms)
+            )
+            log.info("channels_started", partitions=settings.partitions, consumer=name)
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+                await broker.stop()
+        await redis.aclose()
+        log.info("channels_stopped")
+
+    app = FastAPI(title="backtrack channels", version="1", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> PlainTextResponse:
+        ok = await ping(app.state.redis)
+        return PlainTextResponse("ready" if ok else "redis unreachable", 200 if ok else 503)
+
+    return app
+
+
+__all__ = ["create_app", "mount"]

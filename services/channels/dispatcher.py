@@ -1,0 +1,268 @@
+"""The webhook dispatcher: rx feed entries in, signed POSTs out, with retries.
+
+The rx feed consumer only enqueues (cheap; never waits on an endpoint) and
+acks. A loop every ``tick`` seconds claims due queue heads and attempts each
+in its own task, bounded per endpoint (scheme + host + port) and overall, so
+a slow or hanging endpoint only ever holds its own slots. Outcomes: 2xx pops
+the head and the next change of that user becomes due at once; 410 disables
+the subscription and drops its queues; anything else is retried after the
+next backoff step (with jitter) and, after the last, dead-lettered on
+``bt:dlq``. Every attempt is one entry in ``bt:wh:log:<sub_id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.channels.options import ChannelSettings
+from services.channels.queues import Queues, sub_of
+from services.channels.subscriptions import (
+    Subscription,
+    SubscriptionDisabled,
+    SubscriptionLog,
+    stream_ms,
+)
+from services.channels.webhooks import Attempt, post
+from shared.keys import DLQ
+from shared.redis_store import RedisStore
+
+log = structlog.get_logger("backtrack.channel.webhook")
+
+GROUP = "channel-webhook"
+LOG_MAXLEN = 10_000
+Entry = tuple[Any, Mapping[Any, Any]]
+
+
+def log_key(sub_id: str) -> str:
+    """The delivery log of a subscription (capped near LOG_MAXLEN attempts)."""
+    return f"bt:wh:log:{sub_id}"
+
+
+def backoff(schedule: Sequence[float], failed: int, jitter: float, rand: float) -> float | None:
+    """Seconds before the attempt after ``failed`` failed ones, or None to give up.
+
+    ``rand`` in [0, 1) spreads the delay by +-``jitter`` (a fraction). Pure.
+    """
+    if failed > len(schedule):
+        return None
+    return schedule[failed - 1] * (1 + jitter * (2 * rand - 1))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        redis: Redis,
+        store: RedisStore,
+        settings: ChannelSettings,
+        client: httpx.AsyncClient | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.settings = settings
+        self.subs = SubscriptionLog(redis)
+        self.queues = Queues(redis)
+        self.client = client or httpx.AsyncClient(timeout=settings.webhook_timeout)
+        self.rand = rand
+        self._endpoints: dict[str, asyncio.Semaphore] = {}
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    # -- in: the rx feed -----------------------------------------------------
+
+    async def enqueue(self, entries: Sequence[Entry]) -> int:
+        """Queue each change for every matching subscription; returns how many queued."""
+        subs = [s for s in (await self.subs.refresh()).values() if s.status == "active"]
+        queued, clinics = 0, dict[str, str | None]()
+        for entry_id, fields in entries:
+            user = _text(fields.get(b"user_id", fields.get("user_id", "")))
+            data = fields.get(b"data", fields.get("data"))
+            event_id = _text(fields.get(b"event_id", fields.get("event_id", "")))
+            if not subs or not user or data is None:
+                continue
+            if user not in clinics:
+                clinics[user] = await self.store.clinic_of(user)
+            fed = stream_ms(_text(entry_id))
+            item = data if isinstance(data, bytes) else data.encode()
+            for sub in subs:
+                if sub.matches(user, clinics[user], fed):
+                    queued += await self.queues.enqueue(sub.sub_id, user, event_id, item, _now_ms())
+        return queued
+
+    # -- out: attempts ---------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Claim due heads and start an attempt for each; returns how many started."""
+        room = self.settings.webhook_max_inflight - len(self._inflight)
+        if room <= 0:
+            return 0
+        lease = round(self.settings.webhook_lease * 1000)
+        claimed = await self.queues.claim(_now_ms(), lease, room)
+        subs = await self.subs.refresh() if claimed else {}
+        for queue, item, attempt in claimed:
+            if queue in self._inflight:  # our own lease ran out; the attempt is still going
+                continue
+            sub = subs.get(sub_of(queue))
+            if sub is None or sub.status != "active":
+                await self.queues.drop(sub_of(queue))
+                continue
+            task = asyncio.create_task(self._deliver(sub, queue, item, attempt))
+            self._inflight[queue] = task
+            task.add_done_callback(self._forget(queue))
+        return len(claimed)
+
+    def _forget(self, queue: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(queue, None)
+
+        return forget
+
+    def _endpoint(self, url: str) -> asyncio.Semaphore:
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        if key not in self._endpoints:
+            self._endpoints[key] = asyncio.Semaphore(self.settings.webhook_per_endpoint)
+        return self._endpoints[key]
+
+    async def _deliver(self, sub: Subscription, queue: str, item: bytes, attempt: int) -> None:
+        try:
+            wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
+            gate = self._endpoint(sub.url)
+            try:
+                async with asyncio.timeout(max(wait, 0.1)):
+                    await gate.acquire()
+            except TimeoutError:
+                await self.queues.release(queue, _now_ms())
+                return
+            try:
+                result = await self._attempt(sub, item)
+            finally:
+                gate.release()
+            await self._record(sub, item, attempt, result)
+            await self._settle(sub, queue, item, attempt, result)
+        except RedisError as exc:  # the lease runs out and the head is attempted again
+            log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+
+    async def _attempt(self, sub: Subscription, item: bytes) -> Attempt:
+        event_id = _text(orjson.loads(item).get("event_id", ""))
+        return await post(
+            self.client,
+            sub.url,
+            sub.secret,
+            event_id,
+            item,
+            allow_private=self.settings.webhook_allow_private,
+            https_only=self.settings.environment == "production",
+        )
+
+    async def _record(self, sub: Subscription, item: bytes, attempt: int, result: Attempt) -> None:
+        change = orjson.loads(item)
+        entry: dict[Any, Any] = {
+            "event_id": str(change.get("event_id", "")),
+            "user_id": str(change.get("user_id", "")),
+            "version": str(change.get("version", "")),
+            "attempt": attempt,
+            "at": datetime.now(UTC).isoformat(),
+            "status": result.status,
+            "latency_ms": result.latency_ms,
+            "error": result.error,
+        }
+        await self.redis.xadd(log_key(sub.sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
+        log.info(
+            "webhook_attempt",
+            sub_id=sub.sub_id,
+            event_id=entry["event_id"],
+            attempt=attempt,
+            status=result.status,
+            latency_ms=result.latency_ms,
+        )
+
+    async def _settle(
+        self, sub: Subscription, queue: str, item: bytes, attempt: int, result: Attempt
+    ) -> None:
+        now = _now_ms()
+        if result.delivered:
+            await self.queues.finish(queue, item, now)
+        elif result.gone:
+            await self.disable(sub.sub_id, "endpoint answered 410 Gone")
+        else:
+            options = self.settings
+            delay = backoff(options.webhook_backoff, attempt, options.webhook_jitter, self.rand())
+            if delay is None:
+                error = f"gave up after {attempt} attempts: {result.error}"
+                await self.dead_letter(sub, queue, item, error)
+                await self.queues.finish(queue, item, now)
+            else:
+                await self.queues.retry_at(queue, now + round(delay * 1000))
+
+    async def disable(self, sub_id: str, reason: str) -> None:
+        """Mark a subscription disabled (an event) and drop everything queued for it."""
+        await self.subs.append(
+            SubscriptionDisabled(sub_id=sub_id, reason=reason, occurred_at=datetime.now(UTC))
+        )
+        dropped = await self.queues.drop(sub_id)
+        log.warning("subscription_disabled", sub_id=sub_id, reason=reason, dropped=dropped)
+
+    async def dead_letter(self, sub: Subscription, queue: str, item: bytes, error: str) -> None:
+        """Park a change that could not be delivered (same shape as the feed's dead letters)."""
+        change = orjson.loads(item)
+        record: dict[Any, Any] = {
+            "stream": queue,
+            "entry_id": str(change.get("event_id", "")),
+            "group": GROUP,
+            "subscription": sub.sub_id,
+            "error": error[:2000],
+            "f:type": str(change.get("type", "")),
+            "f:event_id": str(change.get("event_id", "")),
+            "f:user_id": str(change.get("user_id", "")),
+            "f:data": item,
+        }
+        await self.redis.xadd(DLQ, record)
+        log.warning("webhook_dead_lettered", sub_id=sub.sub_id, event_id=record["entry_id"])
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self, interval: float = 0.2) -> None:
+        """Tick forever; Redis errors are logged and retried on the next tick."""
+        while True:
+            try:
+                await self.tick()
+            except RedisError as exc:
+                log.warning("webhook_tick_failed", error=type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    @contextlib.asynccontextmanager
+    async def running(self, interval: float = 0.2) -> AsyncIterator[Dispatcher]:
+        """Run the loop in a task; on exit cancel it and every attempt in flight."""
+        task = asyncio.create_task(self.run(interval), name="webhook-dispatcher")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            for attempt in list(self._inflight.values()):
+                attempt.cancel()
+            await asyncio.gather(task, *self._inflight.values(), return_exceptions=True)
+            await self.client.aclose()
+
+
+__all__ = ["GROUP", "Dispatcher", "backoff", "log_key"]

@@ -1,0 +1,89 @@
+"""The webhook channel's side of the rx feeds: consumer group ``channel-webhook``.
+
+One FastStream batch subscriber per partition rx feed (MANUAL ack) hands its
+entries to ``Dispatcher.enqueue`` and acks after they are queued. Enqueueing
+is idempotent (per subscription and event id), so an entry left pending by a
+crash is simply reclaimed (XAUTOCLAIM) and enqueued again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from services.channels.dispatcher import GROUP, Dispatcher
+from shared.keys import Keys
+
+log = structlog.get_logger("backtrack.channel.webhook")
+
+
+async def ensure_groups(redis: Redis, keys: Keys) -> None:
+    """Create the group on every rx feed from its start (FastStream would use ``$``).
+
+    Changes fed before a subscription existed never match it, so starting
+    from 0 only catches up what this channel has not seen yet.
+    """
+    for stream in keys.rxfeeds():
+        try:
+            await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except rx.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def subscribe_webhook_channel(
+    broker: RedisBroker, redis: Redis, keys: Keys, consumer: str, dispatcher: Dispatcher
+) -> None:
+    """One batch subscriber per rx feed: enqueue for matching subscriptions, then ack."""
+    for partition in range(keys.partitions):
+        stream = keys.rxfeed(partition)
+        sub = StreamSub(
+            stream,
+            group=GROUP,
+            consumer=consumer,
+            batch=True,
+            max_records=200,
+            polling_interval=100,
+        )
+        handler = _handler(dispatcher)
+        handler.__name__ = f"webhook_changes_p{partition:02d}"
+        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)(handler)
+
+
+def _handler(dispatcher: Dispatcher) -> Any:
+    # Only ``body`` and ``msg`` as parameters: FastStream reads any other one
+    # (even with a default) as a field of the message body.
+    async def on_changes(body: list[Any], msg: RedisStreamMessage) -> None:
+        raw = msg.raw_message
+        ids = raw["message_ids"]
+        data: list[Any] = list(raw["data"])
+        await dispatcher.enqueue(list(zip(ids, data, strict=True)))
+        await msg.ack()  # XACK of the whole batch; also tells FastStream it is settled
+
+    return on_changes
+
+
+async def sweep_pending(
+    redis: Redis, keys: Keys, consumer: str, dispatcher: Dispatcher, min_idle_ms: int
+) -> int:
+    """Reclaim rx feed entries idle longer than ``min_idle_ms``, enqueue and ack them."""
+    total = 0
+    for stream in keys.rxfeeds():
+        _, entries, _ = await redis.xautoclaim(
+            stream, GROUP, consumer, min_idle_ms, "0-0", count=200
+        )
+        if entries:
+            await dispatcher.enqueue(entries)
+            await redis.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+            total += len(entries)
+    if total:
+        log.info("webhook_feed_reclaimed", entries=total)
+    return total
+
+
+__all__ = ["ensure_groups", "subscribe_webhook_channel", "sweep_pending"]

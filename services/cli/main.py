@@ -1,0 +1,143 @@
+"""``backtrack``: run the stack, the demo, mint tokens, read a user's history."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from shared.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backtrack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole stack in the foreground")
+    up.add_argument("--redis-url", help="an external Redis (default: an embedded one)")
+
+    demo = commands.add_parser("demo", help="the stack plus a simulated cohort, with a report")
+    demo.add_argument("--redis-url")
+    demo.add_argument("--patients", type=int, default=200)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--report", default="backtrack-report.html", help="HTML report path")
+
+    token = commands.add_parser("token", help="print a bearer token")
+    roles = token.add_subparsers(dest="role", required=True)
+    roles.add_parser("device").add_argument("--user", required=True)
+    roles.add_parser("clinic").add_argument("--clinic", required=True)
+    roles.add_parser("operator")
+    for sub in roles.choices.values():
+        sub.add_argument("--ttl", type=int, help="lifetime in seconds")
+
+    history = commands.add_parser("history", help="a user's timeline")
+    history.add_argument("user")
+    history.add_argument("--redis-url")
+    history.add_argument("--plot", help="also draw pain against level to this PNG")
+    _replay_parsers(commands)
+    return parser
+
+
+def _replay_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser("replay", help="operator replays of the event log")
+    tools = replay.add_subparsers(dest="tool", required=True)
+    rebuild = tools.add_parser("rebuild", help="recompute read models blue/green, resumably")
+    scope = rebuild.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--user")
+    scope.add_argument("--all", action="store_true")
+    rebuild.add_argument("--id", help="rebuild id (rerun with it to resume)")
+    whatif = tools.add_parser("what-if", help="replay under other rules; writes nothing")
+    whatif.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    whatif.add_argument("--rules", help="a JSON or TOML file of rule values")
+    whatif.add_argument("--out", help="also write the differences to FILE.csv or FILE.json")
+    asof = tools.add_parser("as-of", help="state and prescription as of a past time")
+    asof.add_argument("time", help="RFC 3339 time (no offset: UTC)")
+    asof.add_argument("--user")
+    asof.add_argument("--arrived", action="store_true", help="events stored by then")
+    again = tools.add_parser("redeliver", help="queue a time range again for one subscription")
+    again.add_argument("--subscription", required=True)
+    again.add_argument("--since", required=True)
+    again.add_argument("--until")
+
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, retry, drop")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    actions.add_parser("list").add_argument("--count", type=int, default=100)
+    for action in ("show", "retry", "drop"):
+        actions.add_parser(action).add_argument("id")
+    for sub in [*tools.choices.values(), *actions.choices.values()]:
+        sub.add_argument("--redis-url")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    url = getattr(args, "redis_url", None)
+    return Settings(redis_url=url) if url else Settings()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    if args.command == "token":
+        from shared.auth import issue  # noqa: PLC0415
+
+        subject = {"device": getattr(args, "user", None), "clinic": getattr(args, "clinic", None)}
+        print(issue(args.role, subject.get(args.role), settings.secret, ttl_seconds=args.ttl))
+        return 0
+    from shared.log import configure_logging  # noqa: PLC0415
+
+    # the demo and history speak through their own output; logs only for trouble
+    configure_logging("INFO" if args.command == "up" else "WARNING")
+    if args.command == "up":
+        return _up(settings)
+    if args.command == "demo":
+        from services.cli.demo import run_demo  # noqa: PLC0415
+
+        return run_demo(settings, patients=args.patients, seed=args.seed, report=args.report)
+    if args.command == "history":
+        from services.cli.history import show_history  # noqa: PLC0415
+
+        return asyncio.run(show_history(settings, args.user, args.plot))
+    if args.command in ("replay", "dlq"):
+        return asyncio.run(_replay(settings, args))
+    return 2
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from services.cli import replay  # noqa: PLC0415
+
+    if args.command == "dlq":
+        return await replay.dlq(
+            settings,
+            args.action,
+            getattr(args, "id", None),
+            args.count if args.action == "list" else 0,
+        )
+    if args.tool == "rebuild":
+        return await replay.rebuild(settings, args.user, args.id)
+    if args.tool == "what-if":
+        return await replay.what_if(settings, args.set, args.rules, args.out)
+    if args.tool == "as-of":
+        return await replay.as_of(settings, replay.parse_time(args.time), args.user, args.arrived)
+    until = replay.parse_time(args.until) if args.until else None
+    return await replay.redeliver(settings, args.subscription, replay.parse_time(args.since), until)
+
+
+def _up(settings: Settings) -> int:
+    from services.cli.stack import Stack  # noqa: PLC0415
+
+    stack = Stack(settings)
+    try:
+        stack.start()
+        print(
+            f"ingest   {stack.ingest_url}\nclinic   {stack.clinic_url}\nredis    {stack.redis_url}"
+        )
+        print("Ctrl-C stops everything.", flush=True)
+        return stack.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

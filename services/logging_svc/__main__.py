@@ -1,0 +1,3 @@
+from services.logging_svc.server import main
+
+main()

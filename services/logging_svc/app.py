@@ -1,0 +1,319 @@
+"""The ingest API (DESIGN.md "Ingest API"): validate, authorise, append. Nothing else.
+
+``create_app`` is the composition root: it wires settings, the event store,
+metrics and the canonical request log, and connects nothing at import time
+(the lifespan connects to Redis when no store is given). The two POSTs are
+served by ``asgi.DirectRoutes`` (same handlers, no per-request dependency
+solving); their FastAPI routes stay registered as what ``/openapi.json`` says.
+
+Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
+event; any failure of the store is a 503 with ``Retry-After`` (appends are
+idempotent by ``event_id``, so retrying is always safe), never a 500.
+Invariant 9: a device token writes only its own user, clinics write nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, Security
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import Receive, Scope
+
+from services.logging_svc import openapi
+from services.logging_svc.asgi import DirectRoutes, Handler, read_body
+from services.logging_svc.ingest import Rejected, batch_items, parse_json, to_event
+from services.logging_svc.limits import IngestLimits, Window
+from services.logging_svc.metrics import Metrics
+from shared import auth
+from shared.access_log import CanonicalLog
+from shared.events import Input
+from shared.settings import Settings
+from shared.store import Appended, EventStore, StoreUnavailable
+
+RETRY_AFTER_SECONDS = 1
+_log = structlog.get_logger("backtrack.ingest")
+_bearer = HTTPBearer(auto_error=False, description="A device or operator token (backtrack token).")
+router = APIRouter()
+
+
+@dataclass
+class Ingest:
+    """What the handlers need, built by ``create_app`` and completed by the lifespan."""
+
+    settings: Settings
+    metrics: Metrics
+    store: EventStore | None = None
+    redis: Any = None
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    verify: auth.Verifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verify = auth.Verifier(self.settings.secret)
+
+    def event(self, raw: Any, window: Window, prefix: tuple[str | int, ...] = ("body",)) -> Input:
+        """A valid input event dated within the ingest ``window``, or Rejected."""
+        event = to_event(raw, prefix)
+        window.check(event, prefix)
+        return event
+
+    def window(self) -> Window:
+        """The ingest window around the server clock now."""
+        return Window.around(datetime.now(UTC), self.limits)
+
+
+def _ingest(request: Request) -> Ingest:
+    ingest: Ingest = request.app.state.ingest
+    return ingest
+
+
+def _authorise(ingest: Ingest, authorization: str | None) -> auth.Principal:
+    try:
+        return ingest.verify(auth.from_header(authorization))
+    except auth.InvalidToken as exc:
+        challenge = "Bearer" if "missing" in str(exc) else 'Bearer error="invalid_token"'
+        raise HTTPException(401, f"unauthorised: {exc}", {"WWW-Authenticate": challenge}) from None
+
+
+async def _principal(request: Request, _: Annotated[Any, Security(_bearer)]) -> auth.Principal:
+    # async: a sync dependency would cost a thread-pool hop per request
+    return _authorise(_ingest(request), request.headers.get("authorization"))
+
+
+IngestDep = Annotated[Ingest, Depends(_ingest)]
+PrincipalDep = Annotated[auth.Principal, Depends(_principal)]
+
+
+BodyReader = Callable[[], Awaitable[bytes]]
+LogFields = dict[str, Any]
+
+
+def _body(ingest: Ingest, receive: Receive, content_length: str) -> BodyReader:
+    return partial(read_body, receive, content_length, ingest.settings.max_body_bytes)
+
+
+async def _append(ingest: Ingest, events: Sequence[Input]) -> list[Appended]:
+    assert ingest.store is not None, "the lifespan sets the store"
+    try:
+        return await ingest.store.append_many(events)
+    except StoreUnavailable as exc:
+        _log.warning("store_unavailable", error=str(exc), count=len(events))
+    except Exception as exc:
+        # Unexpected, but retrying is still safe (idempotent appends): 503, never 500.
+        _log.error("store_failed", error=type(exc).__name__, count=len(events), exc_info=True)
+    ingest.metrics.count("unavailable", len(events))
+    raise HTTPException(
+        503,
+        "event store unavailable; retry (appends are idempotent by event_id)",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _result(appended: Appended) -> dict[str, str]:
+    return {"event_id": appended.event_id, "status": appended.status, "position": appended.position}
+
+
+def _tally(appended: list[Appended]) -> dict[str, int]:
+    accepted = sum(1 for a in appended if a.status == "accepted")
+    return {"accepted": accepted, "duplicate": len(appended) - accepted}
+
+
+def _forbidden(principal: auth.Principal, user_id: str) -> str:
+    if principal.role == "clinic":
+        return "forbidden: clinic tokens cannot write events"
+    return f"forbidden: this token may not write user {user_id}"
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=None,
+    responses=openapi.EVENT_RESPONSES,
+    openapi_extra=openapi.EVENT_BODY,
+    summary="Append one input event",
+)
+async def post_event(request: Request, principal: PrincipalDep, ingest: IngestDep) -> Response:
+    body = _body(ingest, request.receive, request.headers.get("content-length", ""))
+    return await accept_event(ingest, principal, body, request.state.log_fields)
+
+
+async def accept_event(
+    ingest: Ingest, principal: auth.Principal, read: BodyReader, log_fields: LogFields
+) -> Response:
+    """POST /v1/events once authorised: read, validate, check the writer, append; 202."""
+    log_fields["count"] = 1
+    body = await read()
+    try:
+        event = ingest.event(parse_json(body), ingest.window())
+    except Rejected as exc:
+        ingest.metrics.count("rejected")
+        raise HTTPException(422, exc.detail) from None
+    if not principal.can_write(event.user_id):
+        ingest.metrics.count("rejected")
+        raise HTTPException(403, _forbidden(principal, event.user_id))
+    (appended,) = await _append(ingest, [event])
+    ingest.metrics.count_appended([appended])
+    log_fields.update(_tally([appended]))
+    return _json(_result(appended), 202)
+
+
+def _check_items(
+    items: list[Any], principal: auth.Principal, ingest: Ingest
+) -> tuple[list[tuple[int, Input]], dict[int, str]]:
+    valid: list[tuple[int, Input]] = []
+    errors: dict[int, str] = {}
+    window = ingest.window()
+    for index, item in enumerate(items):
+        try:
+            event = ingest.event(item, window, ("events", index))
+        except Rejected as exc:
+            errors[index] = f"invalid: {exc}"
+            continue
+        if principal.can_write(event.user_id):
+            valid.append((index, event))
+        else:
+            errors[index] = _forbidden(principal, event.user_id)
+    return valid, errors
+
+
+async def post_batch(request: Request, principal: PrincipalDep, ingest: IngestDep) -> Response:
+    body = _body(ingest, request.receive, request.headers.get("content-length", ""))
+    return await accept_batch(ingest, principal, body, request.state.log_fields)
+
+
+async def accept_batch(
+    ingest: Ingest, principal: auth.Principal, read: BodyReader, log_fields: LogFields
+) -> Response:
+    """POST /v1/events/batch once authorised: one result per item, in order; 202."""
+    body = await read()
+    try:
+        items = batch_items(parse_json(body), ingest.settings.max_batch)
+    except Rejected as exc:
+        raise HTTPException(422, exc.detail) from None
+    log_fields["count"] = len(items)
+    valid, errors = _check_items(items, principal, ingest)
+    appended = await _append(ingest, [event for _, event in valid]) if valid else []
+    ingest.metrics.count_appended(appended)
+    ingest.metrics.count("rejected", len(errors))
+    out: dict[int, dict[str, Any]] = {i: {"index": i, "error": e} for i, e in errors.items()}
+    out.update({i: _result(a) for (i, _), a in zip(valid, appended, strict=True)})
+    log_fields.update(_tally(appended), rejected=len(errors))
+    return _json({"results": [out[i] for i in range(len(items))]}, 202)
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Redis answers PING",
+    responses={503: {"description": "Redis unreachable"}},
+)
+async def readyz(ingest: IngestDep) -> Response:
+    ready = True
+    if ingest.redis is not None:
+        from shared.redis_store import ping  # noqa: PLC0415 - Redis only when used
+
+        ready = await ping(ingest.redis)
+    if ready:
+        return _json({"status": "ready"})
+    return _json({"status": "unavailable", "detail": "redis does not answer PING"}, 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(ingest: IngestDep) -> Response:
+    return Response(ingest.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(
+    settings: Settings,
+    store: EventStore | None = None,
+    redis: Any = None,
+    limits: IngestLimits | None = None,
+) -> FastAPI:
+    """The ingest app. With no ``store``, the lifespan builds a ``RedisStore``.
+
+    It uses ``redis`` if given, else connects to ``settings.redis_url`` (and
+    closes that client on shutdown). A given ``store`` is used as is; a given
+    ``redis`` client also backs ``/readyz``. Connecting is lazy: the app
+    starts while Redis is down and answers 503 until it is back. ``limits``
+    (default: from the environment) bounds how far ``occurred_at`` may stray
+    from the server clock.
+    """
+    ingest = Ingest(settings, Metrics(), store, redis, limits or IngestLimits())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = None
+        if ingest.store is None:
+            from services.logging_svc.redis_wire import connection_options  # noqa: PLC0415
+            from shared.redis_store import RedisStore, connect  # noqa: PLC0415 - lazy by design
+
+            if ingest.redis is None:
+                if not settings.redis_url:
+                    raise RuntimeError("no event store: set BACKTRACK_REDIS_URL")
+                url = settings.redis_url
+                ingest.redis = owned = connect(url, **connection_options(url))
+            ingest.store = RedisStore(
+                ingest.redis, partitions=settings.partitions, dedupe_ttl=settings.dedupe_ttl_seconds
+            )
+        _log.info("ingest_started", partitions=settings.partitions, max_batch=settings.max_batch)
+        try:
+            yield
+        finally:
+            if owned is not None:
+                await owned.aclose()
+            ingest.store, ingest.redis = store, redis
+
+    app = FastAPI(title="backtrack ingest", version="1", lifespan=lifespan)
+    app.state.ingest = ingest
+    app.include_router(router)
+    openapi.install(app)
+    # Declared per app: the documented batch size is the settings' max_batch.
+    app.add_api_route(
+        "/v1/events/batch",
+        post_batch,
+        methods=["POST"],
+        status_code=202,
+        response_model=None,
+        responses=openapi.BATCH_RESPONSES,
+        openapi_extra=openapi.batch_body(settings.max_batch),
+        summary="Append up to max_batch input events; one result per item, in order",
+    )
+    direct = {
+        "/v1/events": (_route(router, "/v1/events"), _direct(ingest, accept_event)),
+        "/v1/events/batch": (_route(app.router, "/v1/events/batch"), _direct(ingest, accept_batch)),
+    }
+    app.add_middleware(DirectRoutes, routes=direct)  # inside the log: added first
+    app.add_middleware(CanonicalLog, metrics=ingest.metrics, logger="backtrack.ingest")
+    return app
+
+
+def _route(owner: APIRouter, path: str) -> APIRoute:
+    return next(r for r in owner.routes if isinstance(r, APIRoute) and r.path == path)
+
+
+def _direct(ingest: Ingest, accept: Callable[..., Awaitable[Response]]) -> Handler:
+    async def handle(
+        scope: Scope, receive: Receive, authorization: str | None, content_length: str
+    ) -> Response:
+        principal = _authorise(ingest, authorization)
+        fields = scope.setdefault("state", {}).setdefault("log_fields", {"count": 0})
+        return await accept(ingest, principal, _body(ingest, receive, content_length), fields)
+
+    return handle

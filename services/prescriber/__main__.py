@@ -1,0 +1,28 @@
+"""``python -m services.prescriber``: the prescriber and clinic API on BACKTRACK_CLINIC_PORT."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.prescriber.app import create_app
+from shared.log import configure_logging
+from shared.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.clinic_port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,  # one canonical line per unit of work, never query strings
+        timeout_graceful_shutdown=20,
+    )
+
+
+if __name__ == "__main__":
+    main()

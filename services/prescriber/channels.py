@@ -1,0 +1,68 @@
+"""Notification channels that consume PrescriptionChanged from the rx feeds.
+
+Each channel is its own consumer group, so a slow channel never holds up
+another. The log channel writes one structured line per change: ids, phase,
+change and version; never scores or notes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+
+from shared import codec
+from shared.events import PrescriptionChanged
+from shared.keys import Keys
+
+log = structlog.get_logger("backtrack.channel.log")
+
+LOG_GROUP = "channel-log"
+
+
+def subscribe_log_channel(broker: RedisBroker, keys: Keys, consumer: str) -> None:
+    """One batch subscriber per rx feed that logs each change, then acks."""
+    for partition in range(keys.partitions):
+        sub = StreamSub(
+            keys.rxfeed(partition),
+            group=LOG_GROUP,
+            consumer=consumer,
+            batch=True,
+            max_records=200,
+            polling_interval=100,
+        )
+        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)(_log_handler(partition))
+
+
+def _log_handler(partition: int) -> Any:
+    # FastStream reads every handler parameter it does not know as a body
+    # field, so the partition is bound by this closure, not a default argument.
+    async def on_changes(body: list[Any], msg: RedisStreamMessage) -> None:
+        raw: Any = msg.raw_message
+        for fields in raw["data"]:
+            log_change(fields)
+        await msg.ack()
+
+    on_changes.__name__ = f"log_changes_p{partition:02d}"
+    return on_changes
+
+
+def log_change(fields: Any) -> None:
+    """The log channel's one line for one rx feed entry (ids, phase, change)."""
+    try:
+        change = codec.from_fields(fields)
+    except ValueError as exc:
+        log.warning("unreadable_change", error=type(exc).__name__)
+        return
+    if isinstance(change, PrescriptionChanged):
+        log.info(
+            "prescription_changed",
+            event_id=str(change.event_id),
+            user_id=change.user_id,
+            version=change.version,
+            phase=change.phase,
+            change=change.change,
+            caused_by=str(change.caused_by),
+        )

@@ -1,0 +1,117 @@
+"""Clinic reads: a user's prescriptions, within the caller's token scope.
+
+device: its own user; clinic: users whose latest RehabStarted named that
+clinic; operator: everyone. A user outside the scope is 403, whether or not
+they exist, so tokens cannot probe for patients of other clinics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from shared.auth import InvalidToken, Principal, verify
+from shared.events import PrescriptionChanged, UserId
+from shared.store import EventStore, StoreUnavailable
+
+router = APIRouter(prefix="/v1")
+_bearer = HTTPBearer(auto_error=False)
+RETRY_AFTER_SECONDS = 1
+
+
+class Failure(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Failure, "description": "Missing, malformed, forged or expired bearer token."},
+    403: {"model": Failure, "description": "The token may not read this user."},
+    503: {"model": Failure, "description": "Event store unavailable. Retry after Retry-After."},
+}
+
+
+@asynccontextmanager
+async def store_available() -> AsyncIterator[None]:
+    """Turn a store outage into 503 with Retry-After (reads are safe to retry), never 500."""
+    try:
+        yield
+    except StoreUnavailable:
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        raise HTTPException(503, "event store unavailable; retry", retry) from None
+
+
+def get_store(request: Request) -> EventStore:
+    store: EventStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[EventStore, Depends(get_store)]
+
+
+def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(credentials.credentials, request.app.state.settings.secret)
+    except InvalidToken as exc:
+        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def authorize_read(user_id: str, principal: Principal, store: EventStore) -> None:
+    clinic = await store.clinic_of(user_id) if principal.role == "clinic" else None
+    if not principal.can_read(user_id, clinic):
+        raise HTTPException(403, "this token may not read that user")
+
+
+def _json(change: PrescriptionChanged) -> Any:
+    return change.model_dump(mode="json")
+
+
+@router.get(
+    "/users/{user_id}/prescription",
+    response_model=PrescriptionChanged,
+    responses={**ERRORS, 404: {"model": Failure, "description": "No prescription yet."}},
+)
+async def latest(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> Any:
+    """The user's latest PrescriptionChanged."""
+    async with store_available():
+        await authorize_read(user_id, principal, store)
+        change = await store.latest_prescription(user_id)
+    if change is None:
+        raise HTTPException(404, "no prescription for this user yet")
+    return _json(change)
+
+
+@router.get(
+    "/users/{user_id}/prescriptions",
+    response_model=list[PrescriptionChanged],
+    responses=ERRORS,
+)
+async def every(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> Any:
+    """Every PrescriptionChanged of the user, oldest first."""
+    async with store_available():
+        await authorize_read(user_id, principal, store)
+        changes = await store.prescriptions(user_id)
+    return [_json(change) for _, change in changes]
+
+
+__all__ = [
+    "ERRORS",
+    "Failure",
+    "PrincipalDep",
+    "StoreDep",
+    "authorize_read",
+    "router",
+    "store_available",
+]

@@ -1,0 +1,48 @@
+"""Escalation (RULES.md section 7): routine referrals while the program continues.
+
+Each check is made once, at the first event on or after its day, and the
+answer is kept for the episode: a referral once made is not withdrawn. With no
+baseline known (first or current) there is nothing to judge and no referral.
+"""
+
+from __future__ import annotations
+
+from services.prescriber.engine.baseline import baseline_at
+from services.prescriber.engine.phase import days_since_onset
+from services.prescriber.engine.rules import RuleSet
+from services.prescriber.engine.state import Episode, Program, State, amend
+
+
+def escalate(state: State, episode: Episode, program: Program, rules: RuleSet) -> Program:
+    """Latch the day-42 and day-84 checks once their day has come."""
+    if program.no_improvement is not None and program.not_recovered is not None:
+        return program
+    day = days_since_onset(state.today, episode)
+    if program.no_improvement is None and day >= rules.no_improvement_day:
+        program = amend(program, no_improvement=_no_improvement(state, program, rules))
+    if program.not_recovered is None and day >= rules.not_recovered_day:
+        program = amend(program, not_recovered=_not_recovered(state, rules))
+    return program
+
+
+def _no_improvement(state: State, program: Program, rules: RuleSet) -> bool:
+    assert state.now is not None
+    first, now = program.first_baseline, baseline_at(state, state.now, rules)
+    if first is None or now is None:
+        return False
+    drop = first - now
+    return drop < rules.improvement_points and drop < first * rules.improvement_fraction
+
+
+def _not_recovered(state: State, rules: RuleSet) -> bool:
+    assert state.now is not None
+    now = baseline_at(state, state.now, rules)
+    return now is not None and now > rules.recovered_baseline
+
+
+def start_back_high(answers: tuple[bool, ...] | None, rules: RuleSet) -> bool:
+    """STarT Back psychosocial items 5-9 (indices 4..8) sum to 4 or more."""
+    if answers is None:
+        return False
+    items = answers[rules.start_back_first_item : rules.start_back_last_item + 1]
+    return sum(items) >= rules.start_back_threshold

@@ -1,0 +1,171 @@
+"""The prescriber's use case: fold what a partition feed announces, emit changes.
+
+A feed entry is only a trigger; the user's history stream is the truth. For
+each user named in a batch the processor folds every history entry after the
+position its state has reached, so a redelivered entry folds nothing twice and
+a gap (a lost cache, an old snapshot) is filled from the log. Per-user order
+is the history's order. The fold itself is ``arrivals.fold_arrivals``, which
+applies one rule per event (react; a late event refolds everything that
+arrived so far and emits once, against the last change emitted), so what is
+emitted does not depend on how the feed batched the entries, and an
+operator's rebuild (``services.replay.rebuild``) reproduces it exactly.
+
+Changes are appended idempotently (their ids derive from the causing event),
+so redoing a batch after a crash never emits a second PrescriptionChanged.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from services.prescriber import engine
+from services.prescriber.arrivals import fold_arrivals
+from shared.events import Input, PrescriptionChanged
+from shared.store import EventStore, Snapshot
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Cursor:
+    """A user's folded state and the history position it has reached."""
+
+    state: engine.State
+    position: str
+    unsaved: int = 0
+
+
+class Processor:
+    """Folds users' new history into their state and appends due changes."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        rules: engine.RuleSet = engine.DEFAULT_RULES,
+        snapshot_every: int = 50,
+        cache_size: int = 20_000,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.snapshot_every = snapshot_every
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Cursor] = OrderedDict()
+
+    async def process_users(self, user_ids: Sequence[str]) -> list[PrescriptionChanged]:
+        """Bring each user up to date with their history; return the changes emitted."""
+        emitted: list[PrescriptionChanged] = []
+        for user_id in dict.fromkeys(user_ids):
+            emitted.extend(await self.process_user(user_id))
+        return emitted
+
+    async def process_user(self, user_id: str) -> list[PrescriptionChanged]:
+        cursor = await self._cursor(user_id)
+        entries = await self.store.history(user_id, after=cursor.position)
+        if not entries:
+            if cursor.unsaved >= self.snapshot_every:  # a catch-up is worth keeping
+                await self._save(user_id, cursor)
+            return []
+        events = [event for _, event in entries]
+        folded = fold_arrivals(cursor.state, events, None, self.rules)
+        if folded is None:  # a late event: the refold needs what came before
+            earlier = await self._earlier(user_id, cursor.position)
+            folded = fold_arrivals(cursor.state, events, earlier, self.rules)
+            assert folded is not None
+            log.debug("user_refolded", user_id=user_id, events=len(earlier) + len(events))
+        for change in folded.changes:
+            await self.store.append_change(change)
+        # the cursor moves only once the changes are stored: a failed append
+        # leaves the entries to be folded again, to the same change ids
+        cursor.state, cursor.position = folded.state, entries[-1][0]
+        cursor.unsaved = self.snapshot_every if folded.refolds else cursor.unsaved + len(events)
+        if cursor.unsaved >= self.snapshot_every:
+            await self._save(user_id, cursor)
+        return folded.changes
+
+    async def _earlier(self, user_id: str, position: str) -> list[Input]:
+        """The events at or before ``position``, in arrival order."""
+        if position in ("", "-", "0", "0-0"):
+            return []
+        bound = _position_key(position)
+        history = await self.store.history(user_id)
+        return [event for pos, event in history if _position_key(pos) <= bound]
+
+    async def _cursor(self, user_id: str) -> Cursor:
+        cursor = self._cache.get(user_id)
+        if cursor is not None:
+            self._cache.move_to_end(user_id)
+            return cursor
+        cursor = await self._load(user_id)
+        self._cache[user_id] = cursor
+        if len(self._cache) > self.cache_size:
+            evicted, old = self._cache.popitem(last=False)
+            if old.unsaved:
+                await self._save(evicted, old)
+        return cursor
+
+    async def _load(self, user_id: str) -> Cursor:
+        snap = await self.store.load_snapshot(user_id)
+        if (
+            snap is not None
+            and snap.rules_version == self.rules.rules_version
+            and snap.state_version == engine.STATE_VERSION
+        ):
+            return Cursor(engine.load_state(snap.data), snap.position)
+        return await self._catch_up(user_id)
+
+    async def _catch_up(self, user_id: str) -> Cursor:
+        """No usable snapshot: fold the whole history silently, then emit if due.
+
+        Emitting per event here would re-announce changes clients already have;
+        the one emit below makes sure the latest prescription is announced.
+        """
+        history = await self.store.history(user_id)
+        last = await self.store.latest_prescription(user_id)
+        if last is None:
+            return Cursor(engine.initial(user_id), "0-0")
+        state = engine.replay((event for _, event in history), self.rules, last=last)
+        state, change = engine.emit(state, history[-1][1].event_id, self.rules)
+        if change is not None:
+            await self.store.append_change(change)
+        return Cursor(state, history[-1][0], unsaved=self.snapshot_every)
+
+    async def _save(self, user_id: str, cursor: Cursor) -> None:
+        await self.store.save_snapshot(
+            user_id,
+            Snapshot(
+                data=engine.dump_state(cursor.state),
+                position=cursor.position,
+                rules_version=self.rules.rules_version,
+                state_version=engine.STATE_VERSION,
+            ),
+        )
+        cursor.unsaved = 0
+
+    async def evict(self, belongs: Callable[[str], bool], save: bool) -> int:
+        """Drop the cached state of the users ``belongs`` picks (saving it first if asked).
+
+        Called when a partition changes owner: the next owner must start from
+        the log and the snapshots, and a cache kept from an earlier ownership
+        may lag what another owner did since.
+        """
+        chosen = [user_id for user_id in self._cache if belongs(user_id)]
+        for user_id in chosen:
+            cursor = self._cache.pop(user_id)
+            if save and cursor.unsaved:
+                await self._save(user_id, cursor)
+        return len(chosen)
+
+    async def flush(self) -> None:
+        """Save every cached state with unsaved progress (on shutdown)."""
+        for user_id, cursor in list(self._cache.items()):
+            if cursor.unsaved:
+                await self._save(user_id, cursor)
+
+
+def _position_key(position: str) -> tuple[int, int]:
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,110 @@
+"""Redis key naming: every key the event store touches, in one place.
+
+Users map to one of K fixed partitions (``crc32(user_id) % K``). Every key of a
+partition carries the hash tag ``{pNN}``, so one user's keys (history, feed,
+dedupe, clinic, prescriptions, snapshot) always share a Redis Cluster slot and
+one server-side script may touch them all (DESIGN.md, invariants 3 and 4).
+
+Layout (``NN`` is the partition, zero-padded to the width of ``K - 1``, at
+least two digits)::
+
+    bt:{pNN}:user:<user_id>    the user's event history (authoritative, never trimmed)
+    bt:{pNN}:feed              partition feed the prescriber group reads
+    bt:{pNN}:rx:<user_id>      the user's PrescriptionChanged history
+    bt:{pNN}:rxfeed            partition feed of PrescriptionChanged for channels
+    bt:{pNN}:snap:<user_id>    snapshot hash (data, position, rules_version, state_version)
+    bt:{pNN}:seen:<event_id>   dedupe key (value: the stored position), with a TTL
+    bt:{pNN}:clinic:<user_id>  the clinic of the user's latest RehabStarted naming one
+    bt:{pNN}:rx:<version>:<user_id>    a versioned copy of the rx stream (a rebuild's
+    bt:{pNN}:snap:<version>:<user_id>  staged or retired read model; ``<version>`` is
+                                       ``staged:<rebuild_id>`` or ``retired:<rebuild_id>``)
+    bt:dlq                     dead letters (not partitioned)
+    bt:rebuild:<rebuild_id>    a rebuild's progress (operator metadata, not partitioned)
+
+User ids never contain ``:``, so a versioned key can never be mistaken for a
+user's current one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+PREFIX = "bt"
+DLQ = f"{PREFIX}:dlq"
+
+
+def partition(user_id: str, partitions: int) -> int:
+    """The user's partition: ``crc32(user_id) % partitions``; stable forever for a given K."""
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def hash_tag(part: int, partitions: int) -> str:
+    """The cluster hash tag of a partition, e.g. ``{p07}`` (wider when K > 100)."""
+    width = max(2, len(str(partitions - 1)))
+    return f"{{p{part:0{width}d}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for a store with ``partitions`` partitions. Pure; no I/O."""
+
+    partitions: int = 16
+    dlq: ClassVar[str] = DLQ
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError("partitions must be at least 1")
+
+    def partition(self, user_id: str) -> int:
+        return partition(user_id, self.partitions)
+
+    def tag(self, part: int) -> str:
+        return hash_tag(part, self.partitions)
+
+    def _base(self, user_id: str) -> str:
+        return f"{PREFIX}:{self.tag(self.partition(user_id))}"
+
+    def history(self, user_id: str) -> str:
+        return f"{self._base(user_id)}:user:{user_id}"
+
+    def feed(self, part: int) -> str:
+        return f"{PREFIX}:{self.tag(part)}:feed"
+
+    def feed_of(self, user_id: str) -> str:
+        return self.feed(self.partition(user_id))
+
+    def rx(self, user_id: str) -> str:
+        return f"{self._base(user_id)}:rx:{user_id}"
+
+    def rxfeed(self, part: int) -> str:
+        return f"{PREFIX}:{self.tag(part)}:rxfeed"
+
+    def rxfeed_of(self, user_id: str) -> str:
+        return self.rxfeed(self.partition(user_id))
+
+    def snapshot(self, user_id: str) -> str:
+        return f"{self._base(user_id)}:snap:{user_id}"
+
+    def read_model(self, kind: str, user_id: str, version: str) -> str:
+        """A versioned copy of the user's ``rx`` or ``snap`` key, in the user's slot."""
+        return f"{self._base(user_id)}:{kind}:{version}:{user_id}"
+
+    def seen(self, user_id: str, event_id: str) -> str:
+        """Dedupe key of ``event_id``, in the partition of the user it belongs to."""
+        return f"{self._base(user_id)}:seen:{event_id}"
+
+    def clinic(self, user_id: str) -> str:
+        return f"{self._base(user_id)}:clinic:{user_id}"
+
+    def feeds(self) -> list[str]:
+        """Every partition feed, partition 0 first."""
+        return [self.feed(p) for p in range(self.partitions)]
+
+    def rxfeeds(self) -> list[str]:
+        """Every partition's PrescriptionChanged feed, partition 0 first."""
+        return [self.rxfeed(p) for p in range(self.partitions)]
+
+
+__all__ = ["DLQ", "PREFIX", "Keys", "hash_tag", "partition"]

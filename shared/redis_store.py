@@ -1,0 +1,322 @@
+"""The event store on Redis Streams (``EventStore`` in ``shared.store``).
+
+Every append is one call of ``append.lua`` (dedupe check, history XADD, feed
+XADD, dedupe key, clinic key), atomic on the server: no dual writes from
+Python, and every key it touches shares the partition's hash tag (Redis
+Cluster safe). History streams are never trimmed. Every read and write goes
+through ``shared.codec``. Any failure to reach Redis is raised as
+``StoreUnavailable``; because each append is one atomic script, an append that
+raised either happened entirely or not at all, and retrying it is safe (the
+retry answers ``duplicate`` with the original position).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from hashlib import sha1
+from importlib.resources import files
+from typing import Any, cast
+
+from redis import exceptions as rx
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from shared.codec import DecodeError, from_fields, to_fields
+from shared.events import Input, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
+from shared.keys import Keys
+from shared.store import Appended, Snapshot, StoreUnavailable
+
+APPEND_LUA = files("shared").joinpath("append.lua").read_text(encoding="utf-8")
+APPEND_SHA = sha1(APPEND_LUA.encode(), usedforsecurity=False).hexdigest()
+DEFAULT_DEDUPE_TTL = 7 * 24 * 3600
+
+#: Server answers meaning "not now" (nothing was written): callers answer 503.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,  # includes BusyLoadingError and MaxConnectionsError
+    rx.TimeoutError,
+    rx.OutOfMemoryError,  # refused before the script's first write
+    rx.ReadOnlyError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.SlotNotCoveredError,  # a cluster node is down and nobody took over its slots
+    OSError,
+    asyncio.TimeoutError,
+)
+_UNAVAILABLE_PREFIXES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY ")
+_CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
+_INPUTS = (RehabStarted, PainLogged, SessionCompleted)
+#: ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) asks for a cluster client.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, rx.RedisClusterException):  # not a RedisError: cluster discovery failed
+        return str(exc).startswith(_CLUSTER_UNREACHABLE)
+    return isinstance(exc, _UNAVAILABLE) or (
+        isinstance(exc, rx.ResponseError) and str(exc).startswith(_UNAVAILABLE_PREFIXES)
+    )
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        if _is_unavailable(exc):
+            raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for a ``redis+cluster://`` or ``rediss+cluster://`` URL."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def node_url(url: str) -> str:
+    """The plain ``redis://`` (or ``rediss://``) URL of a cluster URL's seed node."""
+    scheme, sep, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES.get(scheme.lower(), scheme)}{sep}{rest}"
+
+
+def connect(
+    url: str, *, max_connections: int = 512, pool_timeout: float = 5.0, **kwargs: Any
+) -> Redis:
+    """A client for ``url`` tuned for the services; the caller ``aclose()``s it.
+
+    A blocking pool waits up to ``pool_timeout`` for a free connection rather
+    than failing at once past ``max_connections`` (redis-py 8.1's default
+    pool does). Connection refusals are retried twice with a short backoff, so
+    a dead server surfaces as ``StoreUnavailable`` in well under a second.
+    Timeouts are not retried: a hung server surfaces after ``socket_timeout``
+    (2 s), and the client, not this process, retries (appends are idempotent).
+    Blocking reads longer than that need a client with a larger timeout.
+    hiredis is used automatically when installed.
+
+    A ``redis+cluster://host:port`` URL gives a ``redis.asyncio.RedisCluster``
+    seeded with that node (it discovers the others), ``max_connections`` per
+    node and no pool wait (RedisCluster has no blocking pool). It is typed as
+    ``Redis`` because it answers the same single-slot commands every service
+    uses (each touches one key, or keys of one hash tag); pipelines must be
+    ``transaction=False`` and send EVALSHA through ``execute_command`` (see
+    ``RedisStore._run_many``).
+    """
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "socket_connect_timeout": 1.5,
+        "socket_timeout": 2.0,
+        "socket_keepalive": True,
+        "health_check_interval": 15,
+        "retry": Retry(
+            ExponentialBackoff(cap=0.25, base=0.05),
+            retries=2,
+            supported_errors=(rx.ConnectionError,),
+        ),
+    }
+    if is_cluster_url(url):
+        cluster = RedisCluster.from_url(node_url(url), **(options | kwargs))
+        return cast(Redis, cluster)
+    pool = BlockingConnectionPool.from_url(url, **(options | {"timeout": pool_timeout} | kwargs))
+    return Redis.from_pool(pool)
+
+
+async def ping(redis: Redis) -> bool:
+    """True if Redis (every node of a cluster) answers PING within two seconds; never raises."""
+    # A cluster client PINGs one node unless told otherwise: ask every primary.
+    extra: dict[str, Any] = {}
+    if isinstance(redis, RedisCluster):
+        extra["target_nodes"] = RedisCluster.PRIMARIES
+    try:
+        async with asyncio.timeout(2.0):
+            return bool(await redis.ping(**extra))
+    except (rx.RedisError, rx.RedisClusterException, OSError, TimeoutError):
+        return False
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _lower(after: str) -> str:
+    return "-" if after in ("", "-", "0", "0-0") else f"({after}"
+
+
+def _as_input(fields: dict[Any, Any]) -> Input:
+    event = from_fields(fields)
+    if not isinstance(event, _INPUTS):
+        raise DecodeError(f"{event.type} found in a user history")
+    return event
+
+
+def _as_change(fields: dict[Any, Any]) -> PrescriptionChanged:
+    event = from_fields(fields)
+    if not isinstance(event, PrescriptionChanged):
+        raise DecodeError(f"{event.type} found in a prescription stream")
+    return event
+
+
+def _flat(fields: dict[str, bytes | str]) -> list[bytes | str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+class RedisStore:
+    """``EventStore`` on one Redis (or Redis Cluster: keys are hash-tagged).
+
+    ``redis`` should be a bytes client (``decode_responses=False``, as
+    ``connect`` makes): snapshot data are opaque bytes.
+    """
+
+    def __init__(
+        self, redis: Redis, partitions: int = 16, dedupe_ttl: int = DEFAULT_DEDUPE_TTL
+    ) -> None:
+        if dedupe_ttl < 1:
+            raise ValueError("dedupe_ttl must be at least 1 second")
+        self.redis = redis
+        self.keys = Keys(partitions)
+        self.dedupe_ttl = dedupe_ttl
+
+    # -- writes -----------------------------------------------------------
+
+    def _event_call(self, event: Input) -> list[Any]:
+        k, user = self.keys, event.user_id
+        keys = [k.seen(user, str(event.event_id)), k.history(user), k.feed_of(user)]
+        keys.append(k.clinic(user))
+        clinic = event.clinic_id if isinstance(event, RehabStarted) and event.clinic_id else ""
+        return [4, *keys, self.dedupe_ttl, *_flat(to_fields(event)), clinic]
+
+    def _change_call(self, change: PrescriptionChanged) -> list[Any]:
+        k, user = self.keys, change.user_id
+        keys = [k.seen(user, str(change.event_id)), k.rx(user), k.rxfeed_of(user)]
+        return [3, *keys, self.dedupe_ttl, *_flat(to_fields(change)), ""]
+
+    async def _run(self, call: list[Any]) -> Any:
+        try:
+            return await self.redis.evalsha(APPEND_SHA, *call)
+        except rx.NoScriptError:
+            await self.redis.script_load(APPEND_LUA)
+            return await self.redis.evalsha(APPEND_SHA, *call)
+
+    async def _run_many(self, calls: list[list[Any]]) -> list[Any]:
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):  # the second pass only after a SCRIPT FLUSH or a restart
+            pipe = self.redis.pipeline(transaction=False)
+            for i in todo:  # redis-py blocks pipe.evalsha on a cluster; the command is fine
+                pipe.execute_command("EVALSHA", APPEND_SHA, *calls[i])
+            answers = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, rx.NoScriptError):
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    results[i] = answer
+            if not missing:
+                return results
+            await self.redis.script_load(APPEND_LUA)
+            todo = missing
+        raise rx.NoScriptError("append script could not be loaded")
+
+    @staticmethod
+    def _appended(event_id: str, reply: Sequence[bytes | str]) -> Appended:
+        status = _text(reply[0])
+        if status not in ("accepted", "duplicate"):
+            raise rx.ResponseError(f"unexpected append reply {reply!r}")
+        return Appended(
+            event_id, "accepted" if status == "accepted" else "duplicate", _text(reply[1])
+        )
+
+    async def append(self, event: Input) -> Appended:
+        """Store one event atomically (dedupe, history, partition feed, clinic)."""
+        with _guard():
+            reply = await self._run(self._event_call(event))
+        return self._appended(str(event.event_id), reply)
+
+    async def append_many(self, events: Sequence[Input]) -> list[Appended]:
+        """Store many events in one round trip, each atomically, results in order.
+
+        The batch as a whole is not atomic: if Redis goes away mid-batch some
+        events may be stored; retrying the batch is safe (those answer
+        ``duplicate``). A repeated event_id inside the batch answers
+        ``duplicate`` with the first one's position.
+        """
+        if not events:
+            return []
+        if len(events) == 1:  # one EVALSHA costs less CPU than a pipeline of one
+            return [await self.append(events[0])]
+        with _guard():
+            replies = await self._run_many([self._event_call(e) for e in events])
+        return [self._appended(str(e.event_id), r) for e, r in zip(events, replies, strict=True)]
+
+    async def append_change(self, change: PrescriptionChanged) -> Appended:
+        """Store a PrescriptionChanged once (its event_id dedupes) on rx + rxfeed."""
+        with _guard():
+            reply = await self._run(self._change_call(change))
+        return self._appended(str(change.event_id), reply)
+
+    async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
+        """Replace the user's snapshot (one HSET: all fields or none)."""
+        mapping: dict[str | bytes, bytes | str | int] = {
+            "data": snapshot.data,
+            "position": snapshot.position,
+            "rules_version": snapshot.rules_version,
+            "state_version": snapshot.state_version,
+        }
+        with _guard():
+            await self.redis.hset(self.keys.snapshot(user_id), mapping=mapping)  # type: ignore[arg-type]
+
+    # -- reads ------------------------------------------------------------
+
+    async def history(
+        self, user_id: str, after: str = "0-0", count: int | None = None
+    ) -> list[tuple[str, Input]]:
+        """A user's events after ``after`` (exclusive), oldest first."""
+        with _guard():
+            entries: Any = await self.redis.xrange(
+                self.keys.history(user_id), _lower(after), "+", count
+            )
+        return [(_text(pos), _as_input(fields)) for pos, fields in entries]
+
+    async def prescriptions(
+        self, user_id: str, after: str = "0-0"
+    ) -> list[tuple[str, PrescriptionChanged]]:
+        """A user's prescription changes after ``after`` (exclusive), oldest first."""
+        with _guard():
+            entries: Any = await self.redis.xrange(self.keys.rx(user_id), _lower(after), "+")
+        return [(_text(pos), _as_change(fields)) for pos, fields in entries]
+
+    async def latest_prescription(self, user_id: str) -> PrescriptionChanged | None:
+        """The user's newest PrescriptionChanged, or None."""
+        with _guard():
+            entries: Any = await self.redis.xrevrange(self.keys.rx(user_id), "+", "-", 1)
+        return _as_change(entries[0][1]) if entries else None
+
+    async def clinic_of(self, user_id: str) -> str | None:
+        """The clinic of the user's latest RehabStarted that named one."""
+        with _guard():
+            value = await self.redis.get(self.keys.clinic(user_id))
+        return None if value is None else _text(value)
+
+    async def load_snapshot(self, user_id: str) -> Snapshot | None:
+        """The user's snapshot, or None. Staleness is the reader's call."""
+        with _guard():
+            raw = await self.redis.hgetall(self.keys.snapshot(user_id))
+        if not raw:
+            return None
+        got = {_text(k): v for k, v in raw.items()}
+        data = got["data"]
+        return Snapshot(
+            data=data.encode() if isinstance(data, str) else bytes(data),
+            position=_text(got["position"]),
+            rules_version=_text(got["rules_version"]),
+            state_version=int(got["state_version"]),
+        )
+
+
+__all__ = ["APPEND_LUA", "RedisStore", "connect", "is_cluster_url", "node_url", "ping"]

@@ -1,0 +1,182 @@
+"""The event store contract, and an in-memory implementation of it.
+
+The Redis implementation (``shared.redis_store``) and ``MemoryStore`` pass one
+shared contract test suite. Positions are stream entry ids (``"<ms>-<seq>"``)
+of the user's history; they order a user's events as they were appended.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from shared.events import Input, PrescriptionChanged, RehabStarted
+
+Status = Literal["accepted", "duplicate"]
+
+
+class StoreUnavailable(RuntimeError):  # noqa: N818 - the contract's name, used by callers
+    """The store cannot be reached; nothing was written. Callers answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What an append did: stored the event, or found it stored already."""
+
+    event_id: str
+    status: Status
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A user's folded state as of ``position`` (opaque bytes to the store).
+
+    A snapshot whose ``rules_version`` or ``state_version`` differs from the
+    reader's is stale and must be discarded by the reader.
+    """
+
+    data: bytes
+    position: str
+    rules_version: str
+    state_version: int
+
+
+class EventStore(Protocol):
+    """Append-only, per-user event histories with idempotent appends."""
+
+    async def append(self, event: Input) -> Appended:
+        """Store one event atomically (dedupe, history, partition feed)."""
+        ...
+
+    async def append_many(self, events: Sequence[Input]) -> list[Appended]:
+        """Store many events, each atomically, results in input order."""
+        ...
+
+    async def history(
+        self, user_id: str, after: str = "0-0", count: int | None = None
+    ) -> list[tuple[str, Input]]:
+        """A user's events after ``after`` (exclusive), oldest first."""
+        ...
+
+    async def append_change(self, change: PrescriptionChanged) -> Appended:
+        """Store a PrescriptionChanged once (its event_id dedupes)."""
+        ...
+
+    async def prescriptions(
+        self, user_id: str, after: str = "0-0"
+    ) -> list[tuple[str, PrescriptionChanged]]:
+        """A user's prescription changes after ``after``, oldest first."""
+        ...
+
+    async def latest_prescription(self, user_id: str) -> PrescriptionChanged | None: ...
+
+    async def clinic_of(self, user_id: str) -> str | None:
+        """The clinic of the user's latest RehabStarted that named one."""
+        ...
+
+    async def load_snapshot(self, user_id: str) -> Snapshot | None: ...
+
+    async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None: ...
+
+
+class MemoryStore:
+    """``EventStore`` in memory, for unit tests and fakes; same contract as Redis.
+
+    Positions look like stream ids (``"<ms>-<seq>"``) and increase
+    monotonically across the whole store. Dedupe is per partition and
+    event_id, as in Redis; ids never expire here (Redis forgets them after
+    the dedupe TTL). ``feeds``/``rxfeeds`` hold what Redis would put on the
+    partition feeds: ``(feed position, history position, event)``.
+    """
+
+    def __init__(self, partitions: int = 16) -> None:
+        self.partitions = partitions
+        self._last = (0, -1)
+        self._seen: dict[tuple[int, str], str] = {}
+        self._history: dict[str, list[tuple[str, Input]]] = {}
+        self._rx: dict[str, list[tuple[str, PrescriptionChanged]]] = {}
+        self._clinic: dict[str, str] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        self.feeds: dict[int, list[tuple[str, str, Input]]] = {}
+        self.rxfeeds: dict[int, list[tuple[str, str, PrescriptionChanged]]] = {}
+
+    def _next_position(self) -> str:
+        ms, seq = self._last
+        now = time.time_ns() // 1_000_000
+        self._last = (now, 0) if now > ms else (ms, seq + 1)
+        return f"{self._last[0]}-{self._last[1]}"
+
+    def _partition(self, user_id: str) -> int:
+        return zlib.crc32(user_id.encode()) % self.partitions
+
+    def _dedupe(self, user_id: str, event_id: str) -> tuple[tuple[int, str], str | None]:
+        key = (self._partition(user_id), event_id)
+        return key, self._seen.get(key)
+
+    def _append_now(self, event: Input) -> Appended:
+        event_id = str(event.event_id)
+        key, stored = self._dedupe(event.user_id, event_id)
+        if stored is not None:
+            return Appended(event_id, "duplicate", stored)
+        position = self._next_position()
+        self._history.setdefault(event.user_id, []).append((position, event))
+        feed = self.feeds.setdefault(key[0], [])
+        feed.append((self._next_position(), position, event))
+        self._seen[key] = position
+        if isinstance(event, RehabStarted) and event.clinic_id:
+            self._clinic[event.user_id] = event.clinic_id
+        return Appended(event_id, "accepted", position)
+
+    async def append(self, event: Input) -> Appended:
+        return self._append_now(event)
+
+    async def append_many(self, events: Sequence[Input]) -> list[Appended]:
+        return [self._append_now(event) for event in events]
+
+    async def history(
+        self, user_id: str, after: str = "0-0", count: int | None = None
+    ) -> list[tuple[str, Input]]:
+        found = [e for e in self._history.get(user_id, []) if _after(e[0], after)]
+        return found if count is None else found[:count]
+
+    async def append_change(self, change: PrescriptionChanged) -> Appended:
+        event_id = str(change.event_id)
+        key, stored = self._dedupe(change.user_id, event_id)
+        if stored is not None:
+            return Appended(event_id, "duplicate", stored)
+        position = self._next_position()
+        self._rx.setdefault(change.user_id, []).append((position, change))
+        self.rxfeeds.setdefault(key[0], []).append((self._next_position(), position, change))
+        self._seen[key] = position
+        return Appended(event_id, "accepted", position)
+
+    async def prescriptions(
+        self, user_id: str, after: str = "0-0"
+    ) -> list[tuple[str, PrescriptionChanged]]:
+        return [e for e in self._rx.get(user_id, []) if _after(e[0], after)]
+
+    async def latest_prescription(self, user_id: str) -> PrescriptionChanged | None:
+        changes = self._rx.get(user_id)
+        return changes[-1][1] if changes else None
+
+    async def clinic_of(self, user_id: str) -> str | None:
+        return self._clinic.get(user_id)
+
+    async def load_snapshot(self, user_id: str) -> Snapshot | None:
+        return self._snapshots.get(user_id)
+
+    async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
+        self._snapshots[user_id] = snapshot
+
+
+def _position_key(position: str) -> tuple[int, int]:
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _after(position: str, after: str) -> bool:
+    return after in ("", "-") or _position_key(position) > _position_key(after)

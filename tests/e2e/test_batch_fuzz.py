@@ -1,0 +1,116 @@
+"""Hypothesis-generated batches, valid and hostile items mixed, against the real ingest process."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.cli.stack import Stack
+from shared.auth import issue
+from tests.e2e.conftest import SECRET
+
+USER = "fuzz-1"
+NOW = datetime.now(UTC)
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+def _valid(event_id: Any, kind: str, minutes: int) -> dict[str, Any]:
+    base = {
+        "event_id": str(event_id),
+        "user_id": USER,
+        "occurred_at": (NOW - timedelta(minutes=minutes)).isoformat(),
+    }
+    if kind == "RehabStarted":
+        return base | {"type": kind, "clinic_id": "clinic-f", "goals": ["running"]}
+    if kind == "PainLogged":
+        return base | {"type": kind, "score": minutes % 11, "context": "morning"}
+    return base | {"type": kind, "session_id": "s-1", "completed": True, "difficulty": "ok"}
+
+
+valid_items = st.builds(
+    _valid,
+    st.uuids(),
+    st.sampled_from(["RehabStarted", "PainLogged", "SessionCompleted"]),
+    st.integers(0, 60 * 24 * 365),
+)
+#: One field made hostile: (key, value) pairs that the contract refuses.
+BREAKAGES = [
+    ("score", 11),
+    ("score", -1),
+    ("score", 2.5),
+    ("score", "7"),
+    ("user_id", "u" * 65),
+    ("user_id", "ünïcode"),
+    ("user_id", "someone-else"),  # forbidden for this device
+    ("event_id", "not-a-uuid"),
+    ("type", "PrescriptionChanged"),
+    ("type", None),
+    ("occurred_at", (NOW + timedelta(hours=1)).isoformat()),
+    ("occurred_at", "1999-12-31T23:59:59Z"),
+    ("occurred_at", "2026-01-01T00:00:00"),
+    ("sessions_per_week", 8),
+    ("extra_field", "x" * 10_000),
+]
+broken_items = st.builds(
+    lambda item, change: item | {change[0]: change[1]},
+    valid_items.filter(lambda item: item["type"] == "PainLogged"),
+    st.sampled_from(BREAKAGES),
+)
+non_objects = st.one_of(
+    st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=3)
+)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[tuple[Any, bool]]:
+    """Items paired with whether each must be stored; some valid items are repeated verbatim."""
+    items: list[tuple[Any, bool]] = []
+    for _ in range(draw(st.integers(0, 25))):
+        choice = draw(st.integers(0, 3))
+        if choice == 0 and items and draw(st.booleans()):
+            items.append(draw(st.sampled_from(items)))
+        elif choice <= 1:
+            items.append((draw(valid_items), True))
+        elif choice == 2:
+            items.append((draw(broken_items), False))
+        else:
+            items.append((draw(non_objects), False))
+    return items
+
+
+@FUZZ
+@given(batch=batches())
+def test_generated_batches_answer_each_item_in_order(stack: Stack, batch: list[Any]) -> None:
+    """Every batch is 202, one result per item: valid ones stored or duplicate, others errors."""
+    token = {"Authorization": f"Bearer {issue('device', USER, SECRET)}"}
+    body = json.dumps({"events": [item for item, _ in batch]}).encode()
+    reply = httpx.post(
+        f"{stack.ingest_url}/v1/events/batch", content=body, headers=token, timeout=15
+    )
+    assert reply.status_code == 202, reply.text
+    results = reply.json()["results"]
+    assert len(results) == len(batch)
+    first_position: dict[str, str] = {}
+    for index, ((item, storable), result) in enumerate(zip(batch, results, strict=True)):
+        if not storable:
+            assert set(result) == {"index", "error"}
+            assert result["index"] == index
+            continue
+        assert set(result) == {"event_id", "status", "position"}
+        assert result["event_id"] == item["event_id"]
+        assert result["status"] in ("accepted", "duplicate")
+        if item["event_id"] in first_position:  # a repeat inside this batch
+            assert result["status"] == "duplicate"
+            assert result["position"] == first_position[item["event_id"]]
+        else:
+            first_position[item["event_id"]] = result["position"]

@@ -1,0 +1,228 @@
+"""RedisStore on a real Redis: key layout, feeds, no trimming, TTLs, atomicity, outages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from shared import codec
+from shared.keys import Keys, hash_tag, partition
+from shared.redis_store import APPEND_LUA, RedisStore, connect, ping
+from shared.settings import Settings
+from shared.store import StoreUnavailable
+from tests.integration.events_factory import make_change, make_pain, make_started
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """Every test here that touches Redis runs on one server and on a 3-master cluster."""
+    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def key_slot(key: str) -> int:
+    """Redis Cluster's slot of a key (CRC16 of the hash tag, mod 16384)."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return _crc16(raw) % 16384
+
+
+def test_crc16_matches_the_cluster_spec() -> None:
+    """The test's slot function gives the cluster spec's reference values."""
+    assert _crc16(b"123456789") == 0x31C3
+    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+    assert key_slot("foo") == 12182
+
+
+@pytest.mark.parametrize("partitions", [1, 16, 128, 1024])
+def test_every_key_of_a_user_shares_one_slot(partitions: int) -> None:
+    """All keys the append script and reads touch for one user hash to one cluster slot."""
+    keys = Keys(partitions)
+    for user in ("u-1", "p-0001", "Z" * 64, "a_b-c"):
+        names = [
+            keys.history(user),
+            keys.feed_of(user),
+            keys.seen(user, "6f1d2f0e-4c1b-4e59-9a53-0d3c5b0e2a11"),
+            keys.clinic(user),
+            keys.rx(user),
+            keys.rxfeed_of(user),
+            keys.snapshot(user),
+        ]
+        assert len({key_slot(n) for n in names}) == 1, names
+        assert all(keys.tag(keys.partition(user)) in n for n in names)
+
+
+def test_key_names_follow_the_layout() -> None:
+    """Keys are bt:{pNN}:..., partition is crc32 % K, tags widen past 100 partitions."""
+    keys = Keys(16)
+    part = partition("u-1", 16)
+    tag = f"{{p{part:02d}}}"
+    assert keys.history("u-1") == f"bt:{tag}:user:u-1"
+    assert keys.feed(part) == f"bt:{tag}:feed"
+    assert keys.rx("u-1") == f"bt:{tag}:rx:u-1"
+    assert keys.rxfeed(part) == f"bt:{tag}:rxfeed"
+    assert keys.snapshot("u-1") == f"bt:{tag}:snap:u-1"
+    assert keys.seen("u-1", "e") == f"bt:{tag}:seen:e"
+    assert keys.clinic("u-1") == f"bt:{tag}:clinic:u-1"
+    assert keys.dlq == "bt:dlq"
+    assert hash_tag(3, 16) == "{p03}"
+    assert hash_tag(3, 101) == "{p003}"
+    assert hash_tag(3, 100) == "{p03}"
+    assert len(Keys(16).feeds()) == 16
+
+
+async def test_feed_entry_carries_pos_and_the_same_fields(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """The partition feed entry has the history entry's fields plus pos = its position."""
+    event = make_started(clinic_id="clinic-a")
+    result = await redis_store.append(event)
+    keys = redis_store.keys
+    [(hist_id, hist_fields)] = await redis.xrange(keys.history("u-1"))
+    [(_, feed_fields)] = await redis.xrange(keys.feed_of("u-1"))
+    assert hist_id.decode() == result.position
+    assert feed_fields.pop(b"pos").decode() == result.position
+    assert feed_fields == hist_fields
+    assert codec.from_fields(feed_fields) == event
+    assert set(hist_fields) == {b"type", b"event_id", b"user_id", b"data"}
+
+
+async def test_rxfeed_entry_carries_pos(redis_store: RedisStore, redis: Redis) -> None:
+    """A PrescriptionChanged goes to the user's rx stream and the rxfeed with pos."""
+    change = make_change(1)
+    result = await redis_store.append_change(change)
+    [(_, fields)] = await redis.xrange(redis_store.keys.rxfeed_of("u-1"))
+    assert fields.pop(b"pos").decode() == result.position
+    assert codec.from_fields(fields) == change
+    assert await redis.xlen(redis_store.keys.feed_of("u-1")) == 0
+
+
+async def test_history_is_never_trimmed(redis_store: RedisStore, redis: Redis) -> None:
+    """After 2,000 appends every entry is still in the history and the feed."""
+    events = [make_pain(i % 11, i) for i in range(2000)]
+    for start in range(0, 2000, 500):
+        await redis_store.append_many(events[start : start + 500])
+    info = await redis.xinfo_stream(redis_store.keys.history("u-1"))
+    assert info["length"] == 2000
+    assert info["entries-added"] == 2000
+    assert await redis.xlen(redis_store.keys.feed_of("u-1")) == 2000
+    history = await redis_store.history("u-1")
+    assert [e for _, e in history] == events
+
+
+async def test_dedupe_key_expires_after_the_configured_ttl(redis: Redis) -> None:
+    """The dedupe key holds the position and expires after the settings' TTL."""
+    ttl = Settings().dedupe_ttl_seconds
+    store = RedisStore(redis, partitions=16, dedupe_ttl=ttl)
+    event = make_pain()
+    result = await store.append(event)
+    seen = store.keys.seen("u-1", str(event.event_id))
+    assert (await redis.get(seen)).decode() == result.position
+    assert ttl - 5 <= await redis.ttl(seen) <= ttl
+    assert await redis.ttl(store.keys.history("u-1")) == -1
+
+
+async def test_wrong_type_feed_leaves_nothing_written(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """If the feed cannot take the entry, the script writes nothing (no history, no seen)."""
+    keys = redis_store.keys
+    await redis.set(keys.feed_of("u-1"), "not a stream")
+    event = make_started(clinic_id="clinic-a")
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        await redis_store.append(event)
+    assert await redis.exists(keys.history("u-1")) == 0
+    assert await redis.exists(keys.seen("u-1", str(event.event_id))) == 0
+    assert await redis.exists(keys.clinic("u-1")) == 0
+    await redis.delete(keys.feed_of("u-1"))
+    assert (await redis_store.append(event)).status == "accepted"
+
+
+async def test_wrong_type_history_leaves_nothing_written(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """If the history key is not a stream, neither the feed nor the dedupe key is written."""
+    keys = redis_store.keys
+    await redis.hset(keys.history("u-1"), "x", "y")
+    event = make_pain()
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        await redis_store.append_many([event])
+    assert await redis.exists(keys.feed_of("u-1")) == 0
+    assert await redis.exists(keys.seen("u-1", str(event.event_id))) == 0
+
+
+async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None:
+    """A bad TTL or odd field list is refused before any write."""
+    keys = ["bt:{p00}:seen:e", "bt:{p00}:user:u", "bt:{p00}:feed", "bt:{p00}:clinic:u"]
+    for args in (["0", "a", "b", ""], ["x", "a", "b", ""], ["60", "a", ""]):
+        with pytest.raises(rx.ResponseError, match="backtrack append"):
+            await redis.eval(APPEND_LUA, 4, *keys, *args)
+    assert await _key_count(redis) == 0
+
+
+async def _key_count(redis: Redis) -> int:
+    """Keys in the whole database: on a cluster, summed over every master."""
+    if isinstance(redis, RedisCluster):  # its DBSIZE asks one node unless told otherwise
+        return int(await redis.dbsize(target_nodes=RedisCluster.PRIMARIES))
+    return int(await redis.dbsize())
+
+
+async def test_append_survives_a_script_flush(redis_store: RedisStore, redis: Redis) -> None:
+    """After SCRIPT FLUSH (as after a restart) append and append_many reload the script."""
+    await redis.script_flush()
+    assert (await redis_store.append(make_pain())).status == "accepted"
+    await redis.script_flush()
+    results = await redis_store.append_many([make_pain(), make_pain()])
+    assert [r.status for r in results] == ["accepted", "accepted"]
+
+
+@pytest.mark.fault
+async def test_unavailable_when_killed_and_working_after_restart(
+    own_redis_server: Callable[..., RedisServer],
+) -> None:
+    """A dead Redis raises StoreUnavailable quickly; after restart data and dedupe survive."""
+    server = own_redis_server(appendfsync="always")
+    client = connect(server.url)
+    try:
+        store = RedisStore(client, partitions=16)
+        kept = make_pain()
+        first = await store.append(kept)
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.append(make_pain())
+        with pytest.raises(StoreUnavailable):
+            await store.append_many([make_pain()])
+        with pytest.raises(StoreUnavailable):
+            await store.history("u-1")
+        assert time.monotonic() - started < 5
+        assert await ping(client) is False
+        server.restart()
+        assert await ping(client) is True
+        again = await store.append(kept)
+        assert (again.status, again.position) == ("duplicate", first.position)
+        assert (await store.append(make_pain())).status == "accepted"
+        assert len(await store.history("u-1")) == 2
+    finally:
+        await client.aclose()

@@ -1,0 +1,155 @@
+"""One contract for every EventStore: MemoryStore and RedisStore both pass it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared.redis_store import RedisStore
+from shared.store import EventStore, MemoryStore, Snapshot
+from tests.integration.events_factory import (
+    make_change,
+    make_pain,
+    make_session,
+    make_started,
+)
+
+pytestmark = pytest.mark.anyio
+POSITION = re.compile(r"^\d+-\d+$")
+
+
+class StoreContract:
+    """Behaviours every EventStore implementation must show."""
+
+    @pytest.fixture
+    def store(self) -> EventStore:
+        raise NotImplementedError
+
+    async def test_append_accepts_and_returns_a_position(self, store: EventStore) -> None:
+        """A new event is accepted with its event_id and a stream-id-shaped position."""
+        event = make_pain()
+        result = await store.append(event)
+        assert result.status == "accepted"
+        assert result.event_id == str(event.event_id)
+        assert POSITION.match(result.position)
+
+    async def test_same_event_id_is_stored_once(self, store: EventStore) -> None:
+        """Appending an event_id again stores nothing and answers duplicate, same position."""
+        event = make_pain()
+        first = await store.append(event)
+        second = await store.append(event)
+        assert second.status == "duplicate"
+        assert second.position == first.position
+        assert [pos for pos, _ in await store.history("u-1")] == [first.position]
+
+    async def test_history_is_in_append_order_and_after_is_exclusive(
+        self, store: EventStore
+    ) -> None:
+        """History returns events oldest first, equal to what was appended; after excludes."""
+        events = [make_started(), make_pain(3, 1), make_session(), make_pain(5, 2)]
+        positions = [(await store.append(e)).position for e in events]
+        history = await store.history("u-1")
+        assert [pos for pos, _ in history] == positions
+        assert [e for _, e in history] == events
+        assert [e for _, e in await store.history("u-1", after=positions[1])] == events[2:]
+        assert await store.history("u-1", after=positions[-1]) == []
+        assert [e for _, e in await store.history("u-1", count=2)] == events[:2]
+
+    async def test_histories_are_per_user(self, store: EventStore) -> None:
+        """One user's history never shows another user's events."""
+        await store.append(make_pain(user_id="u-1"))
+        other = make_pain(user_id="u-2")
+        await store.append(other)
+        assert [e for _, e in await store.history("u-2")] == [other]
+        assert await store.history("nobody") == []
+
+    async def test_append_many_answers_per_item_in_order(self, store: EventStore) -> None:
+        """append_many answers each item in order, duplicates in the batch included."""
+        before = make_pain(1)
+        stored = await store.append(before)
+        a, b = make_pain(2, 1), make_pain(3, 2)
+        results = await store.append_many([a, before, b, a])
+        assert [r.event_id for r in results] == [str(e.event_id) for e in (a, before, b, a)]
+        assert [r.status for r in results] == ["accepted", "duplicate", "accepted", "duplicate"]
+        assert results[1].position == stored.position
+        assert results[3].position == results[0].position
+        assert [e for _, e in await store.history("u-1")] == [before, a, b]
+        assert await store.append_many([]) == []
+
+    async def test_append_change_dedupes(self, store: EventStore) -> None:
+        """A PrescriptionChanged is stored once; its repeat answers duplicate, same position."""
+        change = make_change(1)
+        first = await store.append_change(change)
+        second = await store.append_change(change)
+        assert (first.status, second.status) == ("accepted", "duplicate")
+        assert second.position == first.position
+        assert [c for _, c in await store.prescriptions("u-1")] == [change]
+
+    async def test_prescriptions_and_latest(self, store: EventStore) -> None:
+        """prescriptions lists changes oldest first (after exclusive); latest is the newest."""
+        assert await store.latest_prescription("u-1") is None
+        assert await store.prescriptions("u-1") == []
+        changes = [make_change(v) for v in (1, 2, 3)]
+        positions = [(await store.append_change(c)).position for c in changes]
+        assert [c for _, c in await store.prescriptions("u-1")] == changes
+        assert [c for _, c in await store.prescriptions("u-1", after=positions[0])] == changes[1:]
+        assert await store.latest_prescription("u-1") == changes[-1]
+        assert await store.history("u-1") == []
+
+    async def test_clinic_follows_latest_rehab_started_naming_one(self, store: EventStore) -> None:
+        """clinic_of is the clinic_id of the latest RehabStarted that named a clinic."""
+        assert await store.clinic_of("u-1") is None
+        await store.append(make_started(clinic_id="clinic-a"))
+        assert await store.clinic_of("u-1") == "clinic-a"
+        await store.append_many([make_pain(), make_started(clinic_id=None)])
+        assert await store.clinic_of("u-1") == "clinic-a"
+        await store.append(make_started(clinic_id="clinic-b"))
+        assert await store.clinic_of("u-1") == "clinic-b"
+        assert await store.clinic_of("u-2") is None
+
+    async def test_duplicate_does_not_change_the_clinic(self, store: EventStore) -> None:
+        """A duplicate RehabStarted is not applied again, clinic included."""
+        first = make_started(clinic_id="clinic-a")
+        await store.append(first)
+        await store.append(make_started(clinic_id="clinic-b"))
+        await store.append(first)
+        assert await store.clinic_of("u-1") == "clinic-b"
+
+    async def test_snapshot_round_trip(self, store: EventStore) -> None:
+        """A saved snapshot loads back equal; saving again replaces it."""
+        assert await store.load_snapshot("u-1") is None
+        snap = Snapshot(data=b"\x00\xffstate", position="1-0", rules_version="1", state_version=2)
+        await store.save_snapshot("u-1", snap)
+        assert await store.load_snapshot("u-1") == snap
+        newer = Snapshot(data=b"{}", position="5-1", rules_version="2", state_version=3)
+        await store.save_snapshot("u-1", newer)
+        assert await store.load_snapshot("u-1") == newer
+        assert await store.load_snapshot("u-2") is None
+
+    async def test_positions_increase_within_a_user(self, store: EventStore) -> None:
+        """Positions of one user's events strictly increase in append order."""
+        results = await store.append_many([make_pain(minutes=i) for i in range(50)])
+        keys = [tuple(int(x) for x in r.position.split("-")) for r in results]
+        assert keys == sorted(keys)
+        assert len(set(keys)) == 50
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> EventStore:
+        return MemoryStore()
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    def store(self, redis_store: RedisStore) -> EventStore:
+        return redis_store
+
+
+class TestRedisClusterStore(StoreContract):
+    """The same contract on a local 3-master Redis Cluster (keys hash-tagged per partition)."""
+
+    @pytest.fixture
+    def store(self, cluster_store: RedisStore) -> EventStore:
+        return cluster_store

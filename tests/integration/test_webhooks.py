@@ -1,0 +1,241 @@
+"""Webhook delivery against real Redis and real HTTP receivers on localhost.
+
+The rx feed consumer (FastStream, group ``channel-webhook``) and the
+dispatcher run in the test's event loop; receivers verify every signature
+with the ``standardwebhooks`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import structlog
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from services.channels.dispatcher import Dispatcher, log_key
+from services.channels.feed import ensure_groups, subscribe_webhook_channel
+from services.channels.options import ChannelSettings
+from services.channels.queues import DUE, Queues
+from services.channels.subscriptions import SubscriptionCreated, SubscriptionLog
+from services.channels.webhooks import new_secret
+from shared.keys import DLQ, Keys
+from shared.redis_store import RedisStore
+from tests.integration.events_factory import make_change, make_started
+from tests.webhook_receiver import Receiver, receiver_factory
+
+pytestmark = pytest.mark.anyio
+Start = Callable[..., Receiver]
+
+
+@pytest.fixture
+def receivers() -> Iterator[Start]:
+    """Real webhook receivers on localhost, stopped after the test."""
+    with receiver_factory() as start:
+        yield start
+
+
+def _settings(redis_url: str, **overrides: Any) -> ChannelSettings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "webhook_allow_private": True,
+        "webhook_backoff": (0.05, 0.05, 0.05),
+        "webhook_timeout": 1.0,
+        "webhook_lease": 3.0,
+    }
+    return ChannelSettings(**(values | overrides))
+
+
+@pytest.fixture
+async def channel(
+    redis_url: str, redis: Redis, redis_store: RedisStore
+) -> AsyncIterator[Dispatcher]:
+    """The rx feed consumer and the dispatcher loop, running against the test Redis."""
+    settings = _settings(redis_url)
+    keys = Keys(16)
+    dispatcher = Dispatcher(redis, redis_store, settings)
+    await ensure_groups(redis, keys)
+    broker = RedisBroker(redis_url, logger=structlog.get_logger("faststream"))
+    subscribe_webhook_channel(broker, redis, keys, "test", dispatcher)
+    async with broker, dispatcher.running(interval=0.02):
+        await broker.start()
+        yield dispatcher
+
+
+async def _enrol(store: RedisStore, *users: str, clinic: str = "clinic-a") -> None:
+    for user in users:
+        await store.append(make_started(user_id=user, clinic_id=clinic))
+
+
+async def _subscribe(
+    redis: Redis, receiver: Receiver, clinic: str = "clinic-a", users: tuple[str, ...] | None = None
+) -> str:
+    secret = new_secret()
+    receiver.secret = secret
+    event = SubscriptionCreated(
+        sub_id=f"sub_{len(receiver.received)}_{receiver.port}",
+        clinic_id=clinic,
+        url=receiver.url,
+        user_ids=users,
+        secret=secret,
+        occurred_at=datetime.now(UTC),
+    )
+    await SubscriptionLog(redis).append(event)
+    return event.sub_id
+
+
+async def _until(check: Callable[[], Any], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
+async def _log(redis: Redis, sub_id: str, count: int) -> list[Any]:
+    for _ in range(200):
+        entries: list[Any] = await redis.xrange(log_key(sub_id))
+        if len(entries) >= count:
+            return entries
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"delivery log has {len(entries)} entries, expected {count}")
+
+
+async def test_each_change_is_delivered_once_signed_and_in_version_order(
+    channel: Dispatcher, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """Every matching change arrives exactly once, verified, per user in version order."""
+    hook = receivers()
+    await _enrol(redis_store, "u-1", "u-2")
+    await _enrol(redis_store, "other", clinic="clinic-b")
+    sub_id = await _subscribe(redis, hook)
+    await _enrol(redis_store, "late")  # enrolled after subscribing: still covered
+    changes = [
+        make_change(v, user_id=u) for v in (1, 2, 3) for u in ("u-1", "u-2", "late", "other")
+    ]
+    for change in changes:
+        await redis_store.append_change(change)
+    await _until(lambda: len(hook.delivered()) >= 9)
+    await asyncio.sleep(0.3)
+    got = hook.delivered()
+    assert len(got) == 9
+    assert all(r.verified for r in got)
+    expected = {str(c.event_id) for c in changes if c.user_id != "other"}
+    assert {r.webhook_id for r in got} == expected
+    for user in ("u-1", "u-2", "late"):
+        assert [r.body["version"] for r in got if r.body["user_id"] == user] == [1, 2, 3]
+    log = await _log(redis, sub_id, 9)
+    assert {fields[b"status"] for _, fields in log} == {b"200"}
+
+
+async def test_three_500s_then_200_is_delivered_on_the_fourth_try(
+    channel: Dispatcher, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """A receiver answering 500 three times gets the change on attempt four, same webhook-id."""
+    hook = receivers(script=[500, 500, 500])
+    await _enrol(redis_store, "u-1")
+    sub_id = await _subscribe(redis, hook)
+    change = make_change(1)
+    await redis_store.append_change(change)
+    await _until(lambda: len(hook.delivered()) == 1)
+    assert [r.status for r in hook.received] == [500, 500, 500, 200]
+    assert {r.webhook_id for r in hook.received} == {str(change.event_id)}
+    assert all(r.verified for r in hook.received)
+    log = await _log(redis, sub_id, 4)
+    assert [(f[b"attempt"], f[b"status"]) for _, f in log] == [
+        (b"1", b"500"),
+        (b"2", b"500"),
+        (b"3", b"500"),
+        (b"4", b"200"),
+    ]
+
+
+async def test_410_disables_the_subscription(
+    channel: Dispatcher, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """A 410 answer disables the subscription: nothing more is sent and its queues are gone."""
+    hook = receivers(script=[410])
+    await _enrol(redis_store, "u-1")
+    sub_id = await _subscribe(redis, hook)
+    await redis_store.append_change(make_change(1))
+    await redis_store.append_change(make_change(2))
+    await _until(lambda: len(hook.received) == 1)
+    for _ in range(100):
+        sub = await SubscriptionLog(redis).get(sub_id)
+        if sub is not None and sub.status == "disabled":
+            break
+        await asyncio.sleep(0.02)
+    assert sub is not None
+    assert sub.status == "disabled"
+    await redis_store.append_change(make_change(3))
+    await asyncio.sleep(0.5)
+    assert len(hook.received) == 1
+    assert await redis.zcard(DUE) == 0
+
+
+async def test_a_hanging_endpoint_does_not_delay_another_subscription(
+    channel: Dispatcher, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """While one endpoint hangs past the timeout, another gets every change within a second."""
+    stuck = receivers(hang=5.0)
+    fine = receivers()
+    await _enrol(redis_store, "u-1", "u-2")
+    await _subscribe(redis, stuck)
+    await _subscribe(redis, fine)
+    started = time.monotonic()
+    for version in (1, 2, 3):
+        for user in ("u-1", "u-2"):
+            await redis_store.append_change(make_change(version, user_id=user))
+    await _until(lambda: len(fine.delivered()) == 6, within=3)
+    assert time.monotonic() - started < 1.5
+    assert len(stuck.received) <= 2  # one head per user in flight, nothing behind it
+
+
+async def test_the_last_failure_is_dead_lettered_and_the_queue_moves_on(
+    channel: Dispatcher, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """After the last backoff step the change goes to bt:dlq and the next change is delivered."""
+    hook = receivers(script=[503] * 4)
+    await _enrol(redis_store, "u-1")
+    sub_id = await _subscribe(redis, hook)
+    first, second = make_change(1), make_change(2)
+    await redis_store.append_change(first)
+    await redis_store.append_change(second)
+    await _until(lambda: len(hook.delivered()) == 1)
+    assert [r.body["version"] for r in hook.received] == [1, 1, 1, 1, 2]
+    dead = await redis.xrange(DLQ)
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"entry_id"] == str(first.event_id).encode()
+    assert fields[b"subscription"] == sub_id.encode()
+    assert b"gave up after 4 attempts" in fields[b"error"]
+
+
+async def test_enqueueing_twice_queues_once(
+    channel: Dispatcher, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """A redelivered feed entry (crash before ack) is not delivered a second time."""
+    hook = receivers()
+    await _enrol(redis_store, "u-1")
+    await _subscribe(redis, hook)
+    await redis_store.append_change(make_change(1))
+    await _until(lambda: len(hook.delivered()) == 1)
+    entries = await redis.xrange(Keys(16).rxfeed_of("u-1"))
+    assert await channel.enqueue(entries) == 0
+    await asyncio.sleep(0.3)
+    assert len(hook.received) == 1
+
+
+async def test_two_claimers_never_take_the_same_head(redis: Redis) -> None:
+    """Concurrent claims of due heads hand each head to exactly one claimer."""
+    queues = Queues(redis)
+    for i in range(50):
+        await queues.enqueue("s", f"u{i}", f"e{i}", b"{}", 0)
+    claims = await asyncio.gather(*(Queues(redis).claim(10, 60_000, 7) for _ in range(10)))
+    taken = [q for claim in claims for q, _, _ in claim]
+    assert len(taken) == len(set(taken)) == 50

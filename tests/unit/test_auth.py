@@ -1,0 +1,156 @@
+"""Bearer tokens: signing, verification and what each role may do."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from shared.auth import DEFAULT_TTL, InvalidToken, Principal, from_header, issue, verify
+
+SECRET = "test-secret"
+NOW = 1_800_000_000.0
+
+
+def _payload(token: str) -> dict[str, object]:
+    body = token.split(".", maxsplit=1)[0]
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return decoded
+
+
+@pytest.mark.parametrize(
+    ("role", "subject"), [("device", "p-0001"), ("clinic", "clinic_7"), ("operator", None)]
+)
+def test_issue_then_verify_round_trips(role: str, subject: str | None) -> None:
+    """A token issued for a role and subject verifies to exactly that principal."""
+    token = issue(role, subject, SECRET, now=NOW)  # type: ignore[arg-type]
+    assert verify(token, SECRET, now=NOW + 1) == Principal(role, subject)  # type: ignore[arg-type]
+
+
+def test_token_is_two_base64url_parts_with_role_defaults() -> None:
+    """The token is payload.signature in base64url and expires after the role's default TTL."""
+    token = issue("clinic", "c1", SECRET, now=NOW)
+    assert token.count(".") == 1
+    assert all(c.isalnum() or c in "-_." for c in token)
+    payload = _payload(token)
+    assert payload["iat"] == int(NOW)
+    assert payload["exp"] == int(NOW) + DEFAULT_TTL["clinic"]
+    assert DEFAULT_TTL["operator"] < DEFAULT_TTL["clinic"] < DEFAULT_TTL["device"]
+
+
+def test_each_token_has_its_own_id() -> None:
+    """Two tokens issued at the same instant differ (random jti)."""
+    assert issue("operator", None, SECRET, now=NOW) != issue("operator", None, SECRET, now=NOW)
+
+
+def test_forged_payload_is_rejected() -> None:
+    """Changing the payload (device of another user) without re-signing fails verification."""
+    token = issue("device", "alice", SECRET, now=NOW)
+    payload = _payload(token) | {"sub": "bob"}
+    forged_body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    with pytest.raises(InvalidToken, match="signature"):
+        verify(f"{forged_body}.{token.split('.')[1]}", SECRET, now=NOW)
+
+
+def test_wrong_secret_is_rejected() -> None:
+    """A token signed with another secret does not verify."""
+    token = issue("operator", None, "other-secret", now=NOW)
+    with pytest.raises(InvalidToken):
+        verify(token, SECRET, now=NOW)
+
+
+def test_expired_token_is_rejected() -> None:
+    """A token is refused from its exp second on, and accepted just before."""
+    token = issue("device", "p1", SECRET, ttl_seconds=60, now=NOW)
+    assert verify(token, SECRET, now=NOW + 59).subject == "p1"
+    with pytest.raises(InvalidToken, match="expired"):
+        verify(token, SECRET, now=NOW + 60)
+
+
+def test_token_from_the_far_future_is_rejected() -> None:
+    """A token whose iat is beyond the clock skew allowance is refused."""
+    token = issue("device", "p1", SECRET, now=NOW + 3600)
+    with pytest.raises(InvalidToken, match="future"):
+        verify(token, SECRET, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", None, "abc", "a.b.c", "!!!.???", "e30.", "." * 3, "x" * 5000, "bm90IGpzb24.c2ln"],
+)
+def test_malformed_tokens_are_rejected(token: str | None) -> None:
+    """Missing, empty, oversized or non-base64url tokens raise InvalidToken, never another error."""
+    with pytest.raises(InvalidToken):
+        verify(token, SECRET, now=NOW)
+
+
+def test_signed_but_invalid_payload_is_rejected() -> None:
+    """A correctly signed payload with an unknown role is still refused."""
+    import hashlib  # noqa: PLC0415
+    import hmac  # noqa: PLC0415
+
+    body = base64.urlsafe_b64encode(b'{"role":"root","sub":null,"iat":1,"exp":9999999999}')
+    body_text = body.rstrip(b"=").decode()
+    sig = hmac.new(SECRET.encode(), body_text.encode(), hashlib.sha256).digest()
+    token = f"{body_text}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+    with pytest.raises(InvalidToken, match="role"):
+        verify(token, SECRET, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("role", "subject"),
+    [("device", None), ("device", "bad id!"), ("clinic", ""), ("operator", "x"), ("root", None)],
+)
+def test_issue_refuses_subjects_that_do_not_fit_the_role(role: str, subject: str | None) -> None:
+    """Devices and clinics need a valid id, operators none, and roles are a closed set."""
+    with pytest.raises(ValueError, match=r"subject|role"):
+        issue(role, subject, SECRET, now=NOW)  # type: ignore[arg-type]
+
+
+def test_issue_refuses_empty_secret_and_non_positive_ttl() -> None:
+    """An empty secret or a zero lifetime is a programming error, not a token."""
+    with pytest.raises(ValueError, match="secret"):
+        issue("operator", None, "", now=NOW)
+    with pytest.raises(ValueError, match="ttl"):
+        issue("operator", None, SECRET, ttl_seconds=0, now=NOW)
+
+
+def test_device_writes_and_reads_only_its_own_user() -> None:
+    """A device token is scoped to one user for writes and reads."""
+    device = Principal("device", "alice")
+    assert device.can_write("alice")
+    assert not device.can_write("bob")
+    assert device.can_read("alice", None)
+    assert not device.can_read("bob", "c1")
+
+
+def test_clinic_reads_only_its_enrolled_users_and_never_writes() -> None:
+    """A clinic token reads users enrolled with that clinic and writes no events."""
+    clinic = Principal("clinic", "c1")
+    assert clinic.can_read("alice", "c1")
+    assert not clinic.can_read("alice", "c2")
+    assert not clinic.can_read("alice", None)
+    assert not clinic.can_write("alice")
+
+
+def test_operator_reads_and_writes_everyone() -> None:
+    """An operator token may write and read any user."""
+    operator = Principal("operator", None)
+    assert operator.can_write("anyone")
+    assert operator.can_read("anyone", None)
+
+
+@pytest.mark.parametrize(
+    ("header", "token"), [("Bearer abc.def", "abc.def"), ("bearer  abc.def ", "abc.def")]
+)
+def test_from_header_extracts_bearer_token(header: str, token: str) -> None:
+    """The Authorization header's bearer token is returned, scheme case-insensitive."""
+    assert from_header(header) == token
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwdw==", "Bearer", "Bearer   "])
+def test_from_header_rejects_other_schemes(header: str | None) -> None:
+    """A missing header, another scheme or an empty token raises InvalidToken."""
+    with pytest.raises(InvalidToken):
+        from_header(header)

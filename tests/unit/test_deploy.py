@@ -1,0 +1,516 @@
+"""deploy/ is wired to the code: parsed and cross-checked, since no Docker engine runs here."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from services.channels.dispatcher import GROUP as WEBHOOK_GROUP
+from services.channels.options import ChannelSettings
+from shared.keys import Keys
+from shared.redis_server import find_binary, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SETTINGS_ENV = {f"BACKTRACK_{name.upper()}" for name in ChannelSettings.model_fields}
+#: ``python -m <module>`` -> the setting holding its HTTP port.
+PORT_SETTING = {
+    "services.logging_svc": "ingest_port",
+    "services.prescriber": "clinic_port",
+    "services.channels": "channels_port",
+}
+APP_IMAGE = "backtrack"
+APP_UID = 10001
+
+
+def _env_name(field: str) -> str:
+    return f"BACKTRACK_{field.upper()}"
+
+
+def _default(field: str) -> Any:
+    return ChannelSettings.model_fields[field].default
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(DEPLOY.rglob("*.yaml"))
+
+
+def _k8s_objects() -> list[dict[str, Any]]:
+    objects = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return objects
+
+
+def _of_kind(kind: str) -> list[dict[str, Any]]:
+    return [o for o in _k8s_objects() if o["kind"] == kind]
+
+
+def _named(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in _of_kind(kind) if o["metadata"]["name"] == name]
+    return found
+
+
+def _workloads() -> list[dict[str, Any]]:
+    return _of_kind("Deployment") + _of_kind("StatefulSet")
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
+    return container
+
+
+def _module(command: list[str]) -> str:
+    assert command[:2] == ["python", "-m"], command
+    return command[2]
+
+
+def _pod_env(container: dict[str, Any]) -> dict[str, Any]:
+    """The container's environment: ConfigMaps from envFrom, then its own env entries."""
+    env: dict[str, Any] = {}
+    for source in container.get("envFrom", []):
+        env.update(_named("ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value", item.get("valueFrom"))
+    return env
+
+
+def _port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return int(number)
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return loaded
+
+
+def _app_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose["services"].items() if name != "redis"}
+
+
+def _redis_conf(path: Path) -> dict[str, str]:
+    directives = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            directives[key] = value
+    return directives
+
+
+def _dockerfile() -> str:
+    """The Dockerfile's instructions, without comments."""
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def test_every_manifest_parses_into_named_objects() -> None:
+    """Every YAML under deploy/ parses; every Kubernetes object has apiVersion, kind and a name."""
+    assert len(_yaml_files()) >= 8
+    for path in _yaml_files():
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert docs, path
+    for obj in _k8s_objects():
+        assert obj["apiVersion"], obj
+        assert obj["kind"], obj
+        assert obj["metadata"]["name"], obj
+
+
+def test_kustomizations_list_every_manifest() -> None:
+    """The base kustomization applies every manifest in base/, and the overlays' resources exist."""
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    files = {p.name for p in (K8S / "base").glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(base["resources"]) == files
+    assert [i["name"] for i in base["images"]] == [APP_IMAGE]
+    for kustomization in K8S.glob("*/kustomization.yaml"):
+        for resource in yaml.safe_load(kustomization.read_text())["resources"]:
+            assert (kustomization.parent / resource).exists(), (kustomization, resource)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not on PATH")
+@pytest.mark.parametrize("overlay", ["base", "keda"])
+def test_kustomize_renders(overlay: str) -> None:
+    """`kubectl kustomize` builds each directory offline and sets one tag on the app image."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    images = set(re.findall(r"image: (\S+)", out))
+    app_images = {i for i in images if i.split(":")[0] == APP_IMAGE}
+    assert len(app_images) == 1, images
+    assert ":" in next(iter(app_images))
+
+
+def test_deployments_share_one_image(compose: dict[str, Any]) -> None:
+    """Every backtrack Deployment and compose service runs the same image (the command differs)."""
+    assert {_container(d)["image"] for d in _of_kind("Deployment")} == {APP_IMAGE}
+    images = {s["image"] for s in _app_services(compose).values()}
+    builds = {str(s["build"]) for s in _app_services(compose).values()}
+    assert len(images) == 1
+    assert len(builds) == 1
+
+
+def test_commands_name_runnable_modules(compose: dict[str, Any]) -> None:
+    """Each command is `python -m <package>` of a package with a __main__, one per service."""
+    commands = [_container(d)["command"] for d in _of_kind("Deployment")]
+    commands += [s["command"] for s in _app_services(compose).values()]
+    for command in commands:
+        assert importlib.util.find_spec(f"{_module(command)}.__main__") is not None, command
+    modules = [_module(_container(d)["command"]) for d in _of_kind("Deployment")]
+    assert sorted(modules) == sorted(PORT_SETTING)
+
+
+def test_container_ports_match_services_and_port_settings() -> None:
+    """Container port == BACKTRACK_*_PORT env == the setting's default, and a Service targets it."""
+    services = _of_kind("Service")
+    for deployment in _of_kind("Deployment"):
+        container = _container(deployment)
+        field = PORT_SETTING[_module(container["command"])]
+        (port,) = [p["containerPort"] for p in container["ports"]]
+        assert port == _default(field)
+        assert _pod_env(container)[_env_name(field)] == str(port)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (service,) = [s for s in services if _selects(s["spec"]["selector"], labels)]
+        assert [_port_number(container, p["targetPort"]) for p in service["spec"]["ports"]] == [
+            port
+        ]
+
+
+def test_services_select_exactly_one_workload() -> None:
+    """Each Service's selector matches the pods of one Deployment or StatefulSet, no more."""
+    for service in _of_kind("Service"):
+        matched = [
+            w["metadata"]["name"]
+            for w in _workloads()
+            if _selects(service["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert len(matched) == 1, (service["metadata"]["name"], matched)
+
+
+def test_workload_selectors_match_their_pod_labels() -> None:
+    """Each Deployment/StatefulSet selector matches its own pod template (else apply is refused)."""
+    for workload in _workloads():
+        selector = workload["spec"]["selector"]["matchLabels"]
+        assert _selects(selector, workload["spec"]["template"]["metadata"]["labels"])
+
+
+def test_probes_hit_readyz_and_healthz_on_the_service_port() -> None:
+    """Readiness is /readyz and liveness /healthz, both on the container's HTTP port."""
+    for deployment in _of_kind("Deployment"):
+        container = _container(deployment)
+        (port,) = [p["containerPort"] for p in container["ports"]]
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path, (deployment["metadata"]["name"], probe)
+            assert _port_number(container, get["port"]) == port
+
+
+def test_every_env_name_is_a_setting(compose: dict[str, Any]) -> None:
+    """Every BACKTRACK_* name in compose, Kubernetes and the Dockerfile is a settings field."""
+    names = set(re.findall(r"BACKTRACK_[A-Z_]+", _dockerfile()))
+    for service in _app_services(compose).values():
+        names |= set(service["environment"])
+    for deployment in _of_kind("Deployment"):
+        names |= set(_pod_env(_container(deployment)))
+    names |= {k for cm in _of_kind("ConfigMap") for k in cm["data"] if k.startswith("BACKTRACK_")}
+    names -= {"BACKTRACK_IMAGE", "BACKTRACK_REDIS_PROFILE"}  # compose interpolation only
+    assert names, "no settings found"
+    assert names <= SETTINGS_ENV, names - SETTINGS_ENV
+
+
+def _production_env(env: dict[str, Any]) -> None:
+    assert env["BACKTRACK_ENVIRONMENT"] == "production"
+    assert env["BACKTRACK_HOST"] == "0.0.0.0"
+    assert env["BACKTRACK_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_kubernetes_env_is_complete_and_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pod gets production settings, the secret from a Secret, and values Settings accepts."""
+    for deployment in _of_kind("Deployment"):
+        env = _pod_env(_container(deployment))
+        _production_env(env)
+        ref = env["BACKTRACK_SECRET"]["secretKeyRef"]
+        assert ref == {"name": "backtrack", "key": "secret"}
+        for name, value in env.items():
+            monkeypatch.setenv(name, "s" * 48 if name == "BACKTRACK_SECRET" else value)
+        assert ChannelSettings().environment == "production"
+    assert not any("BACKTRACK_SECRET" in cm["data"] for cm in _of_kind("ConfigMap"))
+
+
+def test_compose_env_is_complete_and_valid(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each compose service gets production settings, a required secret, and valid values."""
+    for name, service in _app_services(compose).items():
+        env = service["environment"]
+        _production_env(env)
+        assert env["BACKTRACK_SECRET"].startswith("${BACKTRACK_SECRET:?"), name
+        for key, value in env.items():
+            monkeypatch.setenv(key, "s" * 48 if key == "BACKTRACK_SECRET" else str(value))
+        assert ChannelSettings().environment == "production"
+
+
+def test_compose_services_wait_for_a_healthy_redis(compose: dict[str, Any]) -> None:
+    """Every app service starts only once Redis is healthy, and checks its own /readyz port."""
+    redis_check = " ".join(compose["services"]["redis"]["healthcheck"]["test"])
+    assert "redis-cli ping" in redis_check
+    assert "PONG" in redis_check
+    for name, service in _app_services(compose).items():
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+        port = int(service["environment"][_env_name(PORT_SETTING[_module(service["command"])])])
+        check = " ".join(service["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in check, name
+        assert service["ports"] == [f"{port}:{port}"], name
+
+
+def test_prescribers_run_two_behind_leases_and_a_disruption_budget(
+    compose: dict[str, Any],
+) -> None:
+    """Two prescribers share partitions by lease: distinct ports in compose, 2 replicas in k8s."""
+    prescribers = [
+        s for s in _app_services(compose).values() if _module(s["command"]) == "services.prescriber"
+    ]
+    assert len(prescribers) == 2
+    ports = {s["environment"]["BACKTRACK_CLINIC_PORT"] for s in prescribers}
+    assert len(ports) == 2
+    spec = _named("Deployment", "backtrack-prescriber")["spec"]
+    assert spec["replicas"] == 2
+    assert _container({"spec": spec})["resources"]["limits"]["memory"] == "512Mi"
+    pdb = _named("PodDisruptionBudget", "backtrack-prescriber")["spec"]
+    assert pdb["minAvailable"] < spec["replicas"]
+    assert pdb["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_compose_redis_uses_a_profile_file_and_a_named_volume(compose: dict[str, Any]) -> None:
+    """Redis reads a mounted deploy/redis profile (default everysec), /data in a named volume."""
+    service = compose["services"]["redis"]
+    config = service["command"][-1]
+    assert service["command"] == ["redis-server", config]
+    mounts = {v["target"]: v for v in service["volumes"]}
+    assert mounts[config]["type"] == "bind"
+    assert mounts[config]["read_only"] is True
+    source = mounts[config]["source"]
+    assert "${BACKTRACK_REDIS_PROFILE:-everysec}" in source
+    for profile in ("everysec", "always"):
+        path = DEPLOY / source.replace("${BACKTRACK_REDIS_PROFILE:-everysec}", profile)
+        assert path.resolve().is_file(), path
+    assert mounts["/data"]["type"] == "volume"
+    assert mounts["/data"]["source"] in compose["volumes"]
+
+
+@pytest.mark.parametrize("profile", ["everysec", "always"])
+def test_redis_profiles_keep_the_log(profile: str) -> None:
+    """Both profiles: AOF on, the named fsync policy, noeviction, fsync kept during rewrites."""
+    conf = _redis_conf(DEPLOY / "redis" / f"redis-{profile}.conf")
+    assert conf["appendonly"] == "yes"
+    assert conf["appendfsync"] == profile
+    assert conf["maxmemory-policy"] == "noeviction"
+    assert conf["no-appendfsync-on-rewrite"] == "no"
+    assert conf["aof-use-rdb-preamble"] == "yes"
+    assert conf["save"] == '""'
+    assert conf["dir"] == "/data"
+
+
+def test_redis_profiles_differ_only_in_fsync() -> None:
+    """Apart from appendfsync, the two profiles set exactly the same directives."""
+    everysec = _redis_conf(DEPLOY / "redis" / "redis-everysec.conf")
+    always = _redis_conf(DEPLOY / "redis" / "redis-always.conf")
+    assert {**everysec, "appendfsync": "always"} == always
+
+
+@pytest.fixture
+def redis_binary() -> str:
+    return find_binary()
+
+
+@contextlib.contextmanager
+def _serve(binary: str, conf: Path, tmp_path: Path) -> Iterator[redis.Redis]:
+    text = re.sub(r"(?m)^dir /data$", f"dir {tmp_path}", conf.read_text())
+    local = tmp_path / "redis.conf"
+    local.write_text(text)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, str(local), "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        for _ in range(100):
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server refused {conf.name}")
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("profile", ["everysec", "always"])
+def test_redis_profiles_load_in_a_real_server(
+    profile: str, redis_binary: str, tmp_path: Path
+) -> None:
+    """A real redis-server starts with each profile and reports its durability settings."""
+    conf = DEPLOY / "redis" / f"redis-{profile}.conf"
+    with _serve(redis_binary, conf, tmp_path) as client:
+        assert client.config_get("appendfsync")["appendfsync"] == profile
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert client.info("persistence")["aof_enabled"] == 1
+
+
+def test_kubernetes_redis_runs_the_everysec_profile() -> None:
+    """The Redis StatefulSet mounts a verbatim copy of redis-everysec.conf and a PVC at /data."""
+    copy = _named("ConfigMap", "redis-config")["data"]["redis.conf"]
+    original = (DEPLOY / "redis" / "redis-everysec.conf").read_text()
+    strip = "\n".join(line.rstrip() for line in copy.splitlines())
+    assert strip == "\n".join(line.rstrip() for line in original.splitlines()), (
+        "paste deploy/redis/redis-everysec.conf into deploy/k8s/base/redis.yaml"
+    )
+    statefulset = _named("StatefulSet", "redis")
+    container = _container(statefulset)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert container["command"] == ["redis-server", f"{mounts['config']}/redis.conf"]
+    claims = [c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]]
+    assert mounts[claims[0]] == "/data"
+    assert _named("Service", "redis")["spec"]["ports"][0]["targetPort"] == 6379
+
+
+def test_redis_network_policy_admits_every_backtrack_pod() -> None:
+    """The Redis NetworkPolicy covers the Redis pods and lets each backtrack Deployment in."""
+    policy = _named("NetworkPolicy", "redis")["spec"]
+    redis_labels = _named("StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["podSelector"]["matchLabels"], redis_labels)
+    (allowed,) = policy["ingress"][0]["from"]
+    for deployment in _of_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert _selects(allowed["podSelector"]["matchLabels"], labels)
+
+
+def test_pods_run_non_root_read_only_without_capabilities() -> None:
+    """Every pod runs non-root (the image's uid for backtrack), read-only, all caps dropped."""
+    for workload in _workloads():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        container = _container(workload)
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
+    for deployment in _of_kind("Deployment"):
+        assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == APP_UID
+
+
+def test_each_pdb_selects_exactly_its_own_workload() -> None:
+    """Each PodDisruptionBudget keeps one pod of its own Deployment and selects no other's."""
+    budgets = _of_kind("PodDisruptionBudget")
+    assert {b["metadata"]["name"] for b in budgets} == {"backtrack-ingest", "backtrack-prescriber"}
+    for pdb in budgets:
+        assert pdb["spec"]["minAvailable"] == 1
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        matched = [
+            w["metadata"]["name"]
+            for w in _workloads()
+            if _selects(selector, w["spec"]["template"]["metadata"]["labels"])
+        ]
+        name = pdb["metadata"]["name"]
+        assert matched == [name]
+        assert _named("Deployment", name)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
+
+
+def test_autoscalers_target_existing_deployments() -> None:
+    """The HPA and the KEDA ScaledObject target existing Deployments, never the prescriber."""
+    deployments = {d["metadata"]["name"]: d for d in _of_kind("Deployment")}
+    scalers = _of_kind("HorizontalPodAutoscaler") + _of_kind("ScaledObject")
+    assert {s["kind"] for s in scalers} == {"HorizontalPodAutoscaler", "ScaledObject"}
+    for scaler in scalers:
+        target = scaler["spec"]["scaleTargetRef"]
+        assert target["name"] in deployments, target
+        assert target["name"] != "backtrack-prescriber"
+    (hpa,) = _of_kind("HorizontalPodAutoscaler")
+    target = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
+    # CPU utilisation is measured against the request: without one the HPA cannot scale.
+    assert _container(target)["resources"]["requests"]["cpu"]
+    assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_lag_scaler_watches_every_rx_feed_of_the_webhook_group() -> None:
+    """One redis-streams trigger per rx feed, on the channels' group, at the Redis Service."""
+    (scaled,) = _of_kind("ScaledObject")
+    partitions = int(_named("ConfigMap", "backtrack-settings")["data"]["BACKTRACK_PARTITIONS"])
+    triggers = scaled["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"redis-streams"}
+    assert sorted(t["metadata"]["stream"] for t in triggers) == sorted(Keys(partitions).rxfeeds())
+    assert {t["metadata"]["consumerGroup"] for t in triggers} == {WEBHOOK_GROUP}
+    assert all(int(t["metadata"]["lagCount"]) > 0 for t in triggers)
+    namespace = yaml.safe_load((K8S / "keda" / "kustomization.yaml").read_text())["namespace"]
+    assert {t["metadata"]["address"] for t in triggers} == {
+        f"redis.{namespace}.svc.cluster.local:6379"
+    }
+    assert scaled["spec"]["minReplicaCount"] >= 1  # the subscriptions API and SSE stay up
+
+
+def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
+    """Two stages, install pinned by constraints.txt without dev extras, a numeric non-root USER."""
+    text = _dockerfile()
+    stages = re.findall(r"(?m)^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text)
+    assert len(stages) >= 2
+    assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim$", text)
+    installs = [i.strip() for i in re.findall(r"pip install ([^\n\\&]+)", text)]
+    assert installs == ["-c constraints.txt ."]
+    assert "[dev]" not in text
+    assert "COPY --from=builder /opt/venv /opt/venv" in text
+    users = re.findall(r"(?m)^USER\s+(\S+)", text)
+    assert users
+    assert users[-1] == f"{APP_UID}:{APP_UID}"
+    exposed = {int(p) for p in re.findall(r"(?m)^EXPOSE\s+(.+)$", text)[0].split()}
+    assert exposed == {_default(field) for field in PORT_SETTING.values()}
+    cmd = re.findall(r"(?m)^CMD\s+(\[.+\])$", text)[-1]
+    assert _module(yaml.safe_load(cmd)) in PORT_SETTING
+
+
+def test_dockerfile_copies_what_the_package_needs() -> None:
+    """The builder copies pyproject, constraints, the README it names and every package dir."""
+    copied = set()
+    for line in re.findall(r"(?m)^COPY (?!--from)(.+)$", _dockerfile()):
+        copied |= {p.rstrip("/") for p in line.split()[:-1]}
+    assert {"pyproject.toml", "constraints.txt", "README.md", "shared", "services"} <= copied
+    for name in copied:
+        assert (ROOT / name).exists(), name
+
+
+def test_dockerignore_keeps_local_state_out_and_sources_in() -> None:
+    """The build context drops the venv, git, local data and caches, never the sources it copies."""
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", ".git", ".backtrack", ".env", "**/__pycache__"} <= patterns
+    assert not patterns & {"shared", "services", "pyproject.toml", "constraints.txt", "README.md"}
