@@ -24,6 +24,7 @@ from services.channels.api import router
 from services.channels.dispatcher import Dispatcher
 from services.channels.feed import ensure_groups, subscribe_webhook_channel, sweep_pending
 from services.channels.options import ChannelSettings
+from shared import tasks
 from shared.broker import broker_for
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect, ping
@@ -73,9 +74,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
             try:
                 yield
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                await tasks.stop(sweeper)
                 await broker.stop()
         await redis.aclose()
         log.info("channels_stopped")

@@ -36,6 +36,7 @@ from services.channels.subscriptions import (
     stream_ms,
 )
 from services.channels.webhooks import Attempt, post
+from shared import tasks
 from shared.keys import DLQ
 from shared.redis_store import RedisStore
 
@@ -258,10 +259,7 @@ class Dispatcher:
         try:
             yield self
         finally:
-            task.cancel()
-            for attempt in list(self._inflight.values()):
-                attempt.cancel()
-            await asyncio.gather(task, *self._inflight.values(), return_exceptions=True)
+            await tasks.stop(task, *self._inflight.values())
             await self.client.aclose()
 
 

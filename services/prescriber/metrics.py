@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared import tasks
 from shared.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,4 @@ class StreamMetrics:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from services.prescriber.consumer import GROUP, FeedConsumer
 from services.prescriber.leases import Leases, fair_share
 from services.prescriber.reclaimer import Reclaimer
+from shared import tasks
 
 log = structlog.get_logger(__name__)
 
@@ -118,9 +119,7 @@ class Ownership:
         try:
             await asyncio.wait_for(asyncio.shield(reader.task), self.stop_timeout)
         except TimeoutError:
-            reader.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader.task
+            await tasks.stop(reader.task)
         keys = self.consumer.keys
         await self.consumer.processor.evict(lambda user: keys.partition(user) == partition, save)
 
@@ -166,9 +165,7 @@ class Ownership:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
             for partition in self.owned():
                 with contextlib.suppress(RedisError):
                     await self.hand_back(partition)

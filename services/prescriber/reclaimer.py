@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.prescriber.consumer import GROUP, FeedConsumer
+from shared import tasks
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +113,4 @@ class Reclaimer:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
