@@ -283,6 +283,17 @@ class RedisStore:
             )
         return [(_text(pos), _as_input(fields)) for pos, fields in entries]
 
+    async def histories(self, cursors: Sequence[tuple[str, str]]) -> list[list[tuple[str, Input]]]:
+        """Many users' new events in one round trip: one XRANGE each, pipelined."""
+        if not cursors:
+            return []
+        with _guard():
+            pipe = self.redis.pipeline(transaction=False)
+            for user_id, after in cursors:
+                pipe.xrange(self.keys.history(user_id), _lower(after), "+")
+            replies: list[Any] = await pipe.execute()
+        return [[(_text(pos), _as_input(fields)) for pos, fields in r] for r in replies]
+
     async def prescriptions(
         self, user_id: str, after: str = "0-0"
     ) -> list[tuple[str, PrescriptionChanged]]:

@@ -62,6 +62,10 @@ class EventStore(Protocol):
         """A user's events after ``after`` (exclusive), oldest first."""
         ...
 
+    async def histories(self, cursors: Sequence[tuple[str, str]]) -> list[list[tuple[str, Input]]]:
+        """For each ``(user_id, after)``, what ``history(user_id, after)`` returns, in order."""
+        ...
+
     async def append_change(self, change: PrescriptionChanged) -> Appended:
         """Store a PrescriptionChanged once (its event_id dedupes)."""
         ...
@@ -142,6 +146,9 @@ class MemoryStore:
     ) -> list[tuple[str, Input]]:
         found = [e for e in self._history.get(user_id, []) if _after(e[0], after)]
         return found if count is None else found[:count]
+
+    async def histories(self, cursors: Sequence[tuple[str, str]]) -> list[list[tuple[str, Input]]]:
+        return [await self.history(user_id, after) for user_id, after in cursors]
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
         event_id = str(change.event_id)

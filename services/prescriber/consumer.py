@@ -88,13 +88,13 @@ class FeedConsumer:
                 continue
             by_user.setdefault(user, []).append(entry_id)
         async with self._locks[partition]:
+            failed = await self.processor.process_batch(list(by_user))
             for user_id, ids in by_user.items():
-                try:
-                    await self.processor.process_user(user_id)
-                except Exception as exc:
-                    log.warning("user_failed", user_id=user_id, error=type(exc).__name__)
-                    continue
-                done.extend(ids)
+                if user_id in failed:
+                    error = type(failed[user_id]).__name__
+                    log.warning("user_failed", user_id=user_id, error=error)
+                else:
+                    done.extend(ids)
         if done:
             await self.redis.xack(feed, GROUP, *done)
 

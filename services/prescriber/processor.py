@@ -62,9 +62,37 @@ class Processor:
             emitted.extend(await self.process_user(user_id))
         return emitted
 
+    async def process_batch(self, user_ids: Sequence[str]) -> dict[str, Exception]:
+        """Bring many users up to date, reading their new history in one round trip.
+
+        Returns the users that failed, with their error; the others are done.
+        A failed read fails them all (nothing was folded).
+        """
+        users = list(dict.fromkeys(user_ids))
+        try:
+            cursors = [await self._cursor(user_id) for user_id in users]
+            news = await self.store.histories(
+                [(u, c.position) for u, c in zip(users, cursors, strict=True)]
+            )
+        except Exception as exc:
+            return dict.fromkeys(users, exc)
+        failed: dict[str, Exception] = {}
+        for user_id, cursor, entries in zip(users, cursors, news, strict=True):
+            try:
+                await self._apply(user_id, cursor, entries)
+            except Exception as exc:
+                failed[user_id] = exc
+        return failed
+
     async def process_user(self, user_id: str) -> list[PrescriptionChanged]:
         cursor = await self._cursor(user_id)
         entries = await self.store.history(user_id, after=cursor.position)
+        return await self._apply(user_id, cursor, entries)
+
+    async def _apply(
+        self, user_id: str, cursor: Cursor, entries: list[tuple[str, Input]]
+    ) -> list[PrescriptionChanged]:
+        """Fold ``entries`` (the history after the cursor) and append the changes due."""
         if not entries:
             if cursor.unsaved >= self.snapshot_every:  # a catch-up is worth keeping
                 await self._save(user_id, cursor)

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from services.prescriber import engine
 from services.prescriber.consumer import GROUP, FeedConsumer
-from services.prescriber.processor import Processor
+from services.prescriber.processor import Cursor, Processor
 from services.prescriber.reclaimer import Reclaimer
 from shared import cohort
 from shared.events import Input
@@ -115,10 +115,10 @@ async def test_reclaimer_finishes_what_a_dead_consumer_left(redis: Redis) -> Non
 class _Failing(Processor):
     """Fails for one user, as a bug or bad data would."""
 
-    async def process_user(self, user_id: str) -> list[Any]:
+    async def _apply(self, user_id: str, cursor: Cursor, entries: list[Any]) -> list[Any]:
         if user_id == "cursed":
             raise RuntimeError("boom")
-        return await super().process_user(user_id)
+        return await super()._apply(user_id, cursor, entries)
 
 
 async def test_entry_failing_every_time_is_dead_lettered_and_partition_moves_on(

@@ -64,6 +64,17 @@ class StoreContract:
         assert [e for _, e in await store.history("u-2")] == [other]
         assert await store.history("nobody") == []
 
+    async def test_histories_read_many_users_at_once(self, store: EventStore) -> None:
+        """histories answers each (user, after) as history(user, after) would, in order."""
+        first = [make_started(user_id="u-1"), make_pain(3, 1, user_id="u-1")]
+        positions = [(await store.append(e)).position for e in first]
+        other = make_pain(user_id="u-2")
+        await store.append(other)
+        answers = await store.histories([("u-2", "0-0"), ("u-1", positions[0]), ("nobody", "0-0")])
+        assert [[e for _, e in answer] for answer in answers] == [[other], first[1:], []]
+        assert answers[1][0][0] == positions[1]
+        assert await store.histories([]) == []
+
     async def test_append_many_answers_per_item_in_order(self, store: EventStore) -> None:
         """append_many answers each item in order, duplicates in the batch included."""
         before = make_pain(1)

@@ -55,7 +55,8 @@ def test_documents_describe_the_contract(generated: dict[str, str]) -> None:
     assert asyncapi["asyncapi"] == docs.ASYNCAPI_VERSION
     groups = {c["bindings"]["redis"]["groupName"] for c in asyncapi["channels"].values()}
     assert groups == {"channel-log"}
-    assert "`prescriber` reads the partition feeds `bt:{pNN}:feed`" in asyncapi["info"]["description"]
+    described = asyncapi["info"]["description"]
+    assert "`prescriber` reads the partition feeds `bt:{pNN}:feed`" in described
     webhooks = json.loads(generated["asyncapi-channels.json"])
     groups = {c["bindings"]["redis"]["groupName"] for c in webhooks["channels"].values()}
     assert groups == {"channel-webhook"}
