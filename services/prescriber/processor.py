@@ -151,10 +151,10 @@ class Processor:
         Emitting per event here would re-announce changes clients already have;
         the one emit below makes sure the latest prescription is announced.
         """
-        history = await self.store.history(user_id)
         last = await self.store.latest_prescription(user_id)
-        if last is None:
+        if last is None:  # nothing emitted yet: the caller folds the history as it is new
             return Cursor(engine.initial(user_id), "0-0")
+        history = await self.store.history(user_id)
         state = engine.replay((event for _, event in history), self.rules, last=last)
         state, change = engine.emit(state, history[-1][1].event_id, self.rules)
         if change is not None:
