@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.channels.api import router
 from services.channels.dispatcher import Dispatcher
 from services.channels.feed import ensure_groups, subscribe_webhook_channel, sweep_pending
+from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
 from shared import tasks
 from shared.broker import broker_for
@@ -61,7 +63,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
         redis = connect(url)
         mount(app, settings, redis)
         keys, name = Keys(settings.partitions), f"{socket.gethostname()}-{os.getpid()}"
-        dispatcher = Dispatcher(redis, app.state.store, settings)
+        dispatcher = Dispatcher(redis, app.state.store, settings, metrics=app.state.metrics)
         await ensure_groups(redis, keys)
         broker = broker_for(url, logger=structlog.get_logger("faststream"), log_level=10)
         subscribe_webhook_channel(broker, redis, keys, name, dispatcher)
@@ -81,6 +83,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
 
     app = FastAPI(title="backtrack channels", version="1", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = WebhookMetrics()
     app.include_router(router)
 
     @app.get("/healthz")
@@ -91,6 +94,11 @@ def create_app(settings: ChannelSettings) -> FastAPI:
     async def readyz() -> PlainTextResponse:
         ok = await ping(app.state.redis)
         return PlainTextResponse("ready" if ok else "redis unreachable", 200 if ok else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        registry = app.state.metrics.registry
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

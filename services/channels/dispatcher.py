@@ -27,6 +27,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
 from services.channels.queues import Queues, sub_of
 from services.channels.subscriptions import (
@@ -76,8 +77,10 @@ class Dispatcher:
         redis: Redis,
         store: RedisStore,
         settings: ChannelSettings,
+        *,
         client: httpx.AsyncClient | None = None,
         rand: Callable[[], float] = random.random,
+        metrics: WebhookMetrics | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -86,6 +89,8 @@ class Dispatcher:
         self.queues = Queues(redis)
         self.client = client or httpx.AsyncClient(timeout=settings.webhook_timeout)
         self.rand = rand
+        self.metrics = metrics or WebhookMetrics()
+        self._wake = asyncio.Event()  # set when a delivery may have become due
         self._endpoints: dict[str, asyncio.Semaphore] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
@@ -108,6 +113,8 @@ class Dispatcher:
             for sub in subs:
                 if sub.matches(user, clinics[user], fed):
                     queued += await self.queues.enqueue(sub.sub_id, user, event_id, item, _now_ms())
+        if queued:
+            self._wake.set()
         return queued
 
     # -- out: attempts ---------------------------------------------------------
@@ -203,18 +210,25 @@ class Dispatcher:
     ) -> None:
         now = _now_ms()
         if result.delivered:
+            outcome = "delivered"
             await self.queues.finish(queue, item, now)
+            self._wake.set()  # the user's next change may be waiting behind this one
         elif result.gone:
+            outcome = "gone"
             await self.disable(sub.sub_id, "endpoint answered 410 Gone")
         else:
             options = self.settings
             delay = backoff(options.webhook_backoff, attempt, options.webhook_jitter, self.rand())
             if delay is None:
+                outcome = "dead"
                 error = f"gave up after {attempt} attempts: {result.error}"
                 await self.dead_letter(sub, queue, item, error)
                 await self.queues.finish(queue, item, now)
+                self._wake.set()
             else:
+                outcome = "retry"
                 await self.queues.retry_at(queue, now + round(delay * 1000))
+        self.metrics.attempt(outcome, result.latency_ms)
 
     async def disable(self, sub_id: str, reason: str) -> None:
         """Mark a subscription disabled (an event) and drop everything queued for it."""
@@ -244,13 +258,17 @@ class Dispatcher:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self, interval: float = 0.2) -> None:
-        """Tick forever; Redis errors are logged and retried on the next tick."""
+        """Tick forever: at once when a change is queued or a delivery ends, else every
+        ``interval`` s (for retries coming due). Redis errors are logged and retried."""
         while True:
+            self._wake.clear()
             try:
                 await self.tick()
             except RedisError as exc:
                 log.warning("webhook_tick_failed", error=type(exc).__name__)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
 
     @contextlib.asynccontextmanager
     async def running(self, interval: float = 0.2) -> AsyncIterator[Dispatcher]:

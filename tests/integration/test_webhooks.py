@@ -8,6 +8,7 @@ with the ``standardwebhooks`` package.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -51,20 +52,37 @@ def _settings(redis_url: str, **overrides: Any) -> ChannelSettings:
     return ChannelSettings(**(values | overrides))
 
 
-@pytest.fixture
-async def channel(
-    redis_url: str, redis: Redis, redis_store: RedisStore
+@contextlib.asynccontextmanager
+async def _running(
+    redis_url: str, redis: Redis, store: RedisStore, interval: float
 ) -> AsyncIterator[Dispatcher]:
     """The rx feed consumer and the dispatcher loop, running against the test Redis."""
     settings = _settings(redis_url)
     keys = Keys(16)
-    dispatcher = Dispatcher(redis, redis_store, settings)
+    dispatcher = Dispatcher(redis, store, settings)
     await ensure_groups(redis, keys)
     broker = RedisBroker(redis_url, logger=structlog.get_logger("faststream"))
     subscribe_webhook_channel(broker, redis, keys, "test", dispatcher)
-    async with broker, dispatcher.running(interval=0.02):
+    async with broker, dispatcher.running(interval=interval):
         await broker.start()
         yield dispatcher
+
+
+@pytest.fixture
+async def channel(
+    redis_url: str, redis: Redis, redis_store: RedisStore
+) -> AsyncIterator[Dispatcher]:
+    async with _running(redis_url, redis, redis_store, interval=0.02) as dispatcher:
+        yield dispatcher
+
+
+def _attempts(dispatcher: Dispatcher, outcome: str) -> float:
+    """The dispatcher's ``backtrack_webhook_attempts_total`` for ``outcome``."""
+    value = dispatcher.metrics.registry.get_sample_value(
+        "backtrack_webhook_attempts_total", {"outcome": outcome}
+    )
+    assert value is not None
+    return value
 
 
 async def _enrol(store: RedisStore, *users: str, clinic: str = "clinic-a") -> None:
@@ -153,6 +171,24 @@ async def test_three_500s_then_200_is_delivered_on_the_fourth_try(
         (b"3", b"500"),
         (b"4", b"200"),
     ]
+    await _until(lambda: _attempts(channel, "delivered") == 1)
+    assert [_attempts(channel, o) for o in ("retry", "gone", "dead")] == [3, 0, 0]
+    timed = channel.metrics.registry.get_sample_value("backtrack_webhook_latency_seconds_count")
+    assert timed == 4
+
+
+async def test_a_queued_change_is_sent_at_once_not_at_the_next_tick(
+    redis_url: str, redis: Redis, redis_store: RedisStore, receivers: Start
+) -> None:
+    """With a 30 s tick, changes still go out within a second: queueing wakes the loop."""
+    hook = receivers()
+    await _enrol(redis_store, "u-1")
+    await _subscribe(redis, hook)
+    async with _running(redis_url, redis, redis_store, interval=30):
+        await asyncio.sleep(0.2)  # the first tick has run; the next is 30 s away
+        for version in (1, 2):  # the second waits behind the first; its delivery wakes it
+            await redis_store.append_change(make_change(version))
+        await _until(lambda: len(hook.delivered()) == 2, within=2)
 
 
 async def test_410_disables_the_subscription(
@@ -172,6 +208,7 @@ async def test_410_disables_the_subscription(
         await asyncio.sleep(0.02)
     assert sub is not None
     assert sub.status == "disabled"
+    assert _attempts(channel, "gone") == 1
     await redis_store.append_change(make_change(3))
     await asyncio.sleep(0.5)
     assert len(hook.received) == 1
@@ -214,6 +251,8 @@ async def test_the_last_failure_is_dead_lettered_and_the_queue_moves_on(
     assert fields[b"entry_id"] == str(first.event_id).encode()
     assert fields[b"subscription"] == sub_id.encode()
     assert b"gave up after 4 attempts" in fields[b"error"]
+    await _until(lambda: _attempts(channel, "delivered") == 1)
+    assert [_attempts(channel, o) for o in ("retry", "dead")] == [3, 1]
 
 
 async def test_enqueueing_twice_queues_once(
