@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from redis.asyncio import Redis
@@ -44,7 +45,8 @@ async def test_stop_returns_for_tasks_already_done_or_failed() -> None:
     failed = asyncio.create_task(fail())
     await asyncio.sleep(0.01)
     await asyncio.wait_for(tasks.stop(done, failed), timeout=1)
-    assert done.done() and failed.done()
+    assert done.done()
+    assert failed.done()
 
 
 async def test_loops_on_redis_commands_always_stop(redis: Redis) -> None:
@@ -54,10 +56,8 @@ async def test_loops_on_redis_commands_always_stop(redis: Redis) -> None:
 
     async def poll() -> None:
         while True:
-            try:
+            with contextlib.suppress(RedisError):
                 await redis.xinfo_groups("s")
-            except RedisError:
-                pass
             await asyncio.sleep(0)
 
     for i in range(60):
