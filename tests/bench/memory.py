@@ -9,9 +9,6 @@ memory is read from /proc once the lag is zero.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +16,9 @@ from pathlib import Path
 from shared import cohort
 from shared.events import Input
 from shared.keys import Keys
-from shared.redis_server import RedisServer, free_port
+from shared.redis_server import RedisServer
 from shared.redis_store import RedisStore, connect
-from tests.bench.pipeline import PARTITIONS, SECRET, _lag
+from tests.bench.pipeline import PARTITIONS, _lag, _service
 from tests.bench.report import NOTES
 
 
@@ -76,28 +73,11 @@ def run(users: int = 10_000) -> tuple[int, float, float, float]:
     events = _users(users)
     with RedisServer.start() as server:
         asyncio.run(_fill(server.url, events))
-        env = {
-            **os.environ,
-            "BACKTRACK_REDIS_URL": server.url,
-            "BACKTRACK_SECRET": SECRET,
-            "BACKTRACK_PARTITIONS": str(PARTITIONS),
-            "BACKTRACK_CLINIC_PORT": str(free_port()),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.prescriber"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(1.0)
+        with _service("services.prescriber", server.url, "BACKTRACK_CLINIC_PORT") as (_, process):
             idle = _rss_mb(process.pid)
             took = asyncio.run(_wait_drained(server.url))
             time.sleep(1.0)
             loaded = _rss_mb(process.pid)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
     return len(events), took, idle, loaded
 
 

@@ -38,7 +38,8 @@ def _events(patients: int, seed: int) -> list[Input]:
 
 
 @contextmanager
-def _service(module: str, url: str, port_var: str) -> Iterator[str]:
+def _service(module: str, url: str, port_var: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``python -m module`` on ``url`` until ready; yield its base URL and process."""
     port = free_port()
     env = {
         **os.environ,
@@ -62,7 +63,7 @@ def _service(module: str, url: str, port_var: str) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -190,7 +191,7 @@ def main(patients: int = 120) -> None:
             "events/s",
             lambda: asyncio.run(raw_consume(url, events)),
         )
-        with _service("services.logging_svc", url, "BACKTRACK_INGEST_PORT") as base:
+        with _service("services.logging_svc", url, "BACKTRACK_INGEST_PORT") as (base, _):
             single = measure(
                 "ingest, single-event requests (16 connections)",
                 "requests/s",
