@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     lease_ms: int = Field(default=5_000, ge=200)
     lease_renew_ms: int = Field(default=1_500, ge=50)
     data_dir: str = ".backtrack"
+    # replay rebuild / what-if / as-of serve progress on this port while they run (--metrics-port)
+    replay_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # notification channels (services/channels)
     channels_port: int = 8002
     webhook_backoff: tuple[float, ...] = Field(default=DEFAULT_BACKOFF, min_length=1)

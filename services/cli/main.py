@@ -67,15 +67,32 @@ def _replay_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         actions.add_parser(action).add_argument("id")
     for sub in [*tools.choices.values(), *actions.choices.values()]:
         sub.add_argument("--redis-url")
+    for sub in (rebuild, whatif, asof):
+        sub.add_argument(
+            "--metrics-port",
+            type=_port,
+            metavar="PORT",
+            help="serve progress on http://BACKTRACK_HOST:PORT/metrics while the run lasts",
+        )
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return int(value)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    url = getattr(args, "redis_url", None)
-    return Settings(redis_url=url) if url else Settings()
+    flags = {"redis_url": "redis_url", "metrics_port": "replay_metrics_port"}
+    given = {field: getattr(args, flag, None) for flag, field in flags.items()}
+    return Settings(**{field: value for field, value in given.items() if value})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "tool", None) == "as-of" and args.user and args.metrics_port is not None:
+        parser.error("--metrics-port watches a run over every user; as-of --user reads one")
     settings = _settings(args)
     if args.command == "token":
         from shared.auth import issue  # noqa: PLC0415

@@ -2,13 +2,16 @@
 
 Each command here only translates arguments into a call of ``services.replay``
 and prints the answer (rich tables, progress bars with events/s and ETA).
+Commands that read every history also serve their progress as Prometheus
+metrics while they run, when given a port (``--metrics-port`` or
+``BACKTRACK_REPLAY_METRICS_PORT``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from services.replay.metrics import ReplayMetrics, serve
 from shared.keys import Keys
 from shared.redis_store import connect
 from shared.settings import Settings
@@ -78,6 +82,30 @@ def _tracker(progress: Progress, description: str, total: int) -> Callable[[int,
     return advance
 
 
+@contextmanager
+def _watch(
+    settings: Settings, command: str, description: str, users: int, total: int
+) -> Iterator[Callable[[int, int], None]]:
+    """One run's progress callback: it moves the bar and, with a port, the served metrics."""
+    metrics = ReplayMetrics(command)
+    port = settings.replay_metrics_port
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(serve(metrics.registry, port, settings.host))
+        except OSError as exc:
+            raise SystemExit(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from exc
+        if port is not None:
+            console.print(f"metrics on http://{settings.host}:{port}/metrics")
+        metrics.start(users, total)
+        bar = _tracker(stack.enter_context(_progress()), description, total)
+
+        def advance(users: int, events: int) -> None:
+            bar(users, events)
+            metrics.advance(users, events)
+
+        yield advance
+
+
 async def rebuild(settings: Settings, user: str | None, rebuild_id: str | None) -> int:
     from services.replay import scan  # noqa: PLC0415
     from services.replay.rebuild import Rebuild  # noqa: PLC0415
@@ -90,8 +118,8 @@ async def rebuild(settings: Settings, user: str | None, rebuild_id: str | None) 
         if resumed:
             console.print(f"resuming rebuild [bold]{chosen}[/] ({len(users)} users left)")
         total = await scan.total_events(redis, keys, users)
-        with _progress() as progress:
-            report = await job.run(users, resumed, _tracker(progress, f"rebuild {chosen}", total))
+        with _watch(settings, "rebuild", f"rebuild {chosen}", len(users), total) as advance:
+            report = await job.run(users, resumed, advance)
     console.print(
         f"rebuild {report.rebuild_id}: {report.users} users, {report.events:,} events, "
         f"{report.switched} switched ({report.changed} with different prescriptions), "
@@ -126,9 +154,8 @@ async def what_if(
     async with _redis(settings) as redis:
         users = await scan.user_ids(redis, keys)
         total = await scan.total_events(redis, keys, users)
-        with _progress() as progress:
-            tracker = _tracker(progress, "what-if", total)
-            found = await whatif.what_if(redis, keys, rules, users, tracker)
+        with _watch(settings, "what-if", "what-if", len(users), total) as advance:
+            found = await whatif.what_if(redis, keys, rules, users, advance)
     table = Table(title=f"{len(found)} of {len(users)} users would differ")
     for column in ("user", "phase now", "phase then", "how"):
         table.add_column(column)
@@ -143,12 +170,15 @@ async def what_if(
 
 
 async def as_of(settings: Settings, at: datetime, user: str | None, arrived: bool) -> int:
-    from services.replay import asof  # noqa: PLC0415
+    from services.replay import asof, scan  # noqa: PLC0415
 
     keys = Keys(settings.partitions)
     async with _redis(settings) as redis:
         if user is None:
-            counts = await asof.phases_as_of(redis, keys, at)
+            users = await scan.user_ids(redis, keys)
+            total = await scan.total_events(redis, keys, users)
+            with _watch(settings, "as-of", "as-of", len(users), total) as advance:
+                counts = await asof.phases_as_of(redis, keys, at, users, advance)
             table = Table(title=f"phases as of {at.isoformat()}")
             table.add_column("phase")
             table.add_column("users", justify="right")

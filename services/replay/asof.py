@@ -16,6 +16,7 @@ folded, since the engine never reads a clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -95,17 +96,25 @@ def summary(view: AsOf) -> list[tuple[str, str]]:
     return rows
 
 
-async def phases_as_of(redis: Redis, keys: Keys, at: datetime) -> dict[str, int]:
-    """How many users were in each phase as of ``at`` (occurred by then); streamed."""
+async def phases_as_of(
+    redis: Redis,
+    keys: Keys,
+    at: datetime,
+    users: Sequence[str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """How many users (default: all) were in each phase as of ``at`` (occurred by then)."""
     reader: Any = ReadOnly(redis)
     counts: dict[str, int] = {}
-    users = await scan.user_ids(reader, keys)
-    async for logs in scan.stream_histories(reader, keys, users):
+    todo = list(users) if users is not None else await scan.user_ids(reader, keys)
+    async for logs in scan.stream_histories(reader, keys, todo):
         for log in logs:
             entries = [e for e in log.events if e.occurred_at <= at]
             rx = engine.decide(engine.replay(entries)) if entries else None
             phase = rx.phase if rx else "none yet"
             counts[phase] = counts.get(phase, 0) + 1
+        if on_progress is not None:
+            on_progress(len(logs), sum(len(log.entries) for log in logs))
     return counts
 
 
