@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from services.logging_svc.metrics import Metrics
 from services.prescriber.metrics import StreamMetrics
+from services.replay.metrics import ReplayMetrics
 from shared.keys import Keys
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "backtrack.json"
@@ -19,11 +20,11 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def _exported() -> set[str]:
-    """Series names the services' registries expose (labelled ones included)."""
+    """Series names the services' and the replays' registries expose (labelled ones included)."""
     stream = CollectorRegistry()
     StreamMetrics(None, Keys(1), stream)  # type: ignore[arg-type]
     names = set()
-    for registry in (Metrics().registry, stream):
+    for registry in (Metrics().registry, stream, ReplayMetrics("rebuild").registry):
         for family in registry.collect():
             names.update(family.name + suffix for suffix in SUFFIXES[family.type])
     return names
