@@ -33,6 +33,8 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {("PainLogged", 1): pain_logged_v1_
 CURRENT_VERSION: dict[str, int] = {"PainLogged": 2}
 
 _any = TypeAdapter(AnyEvent)
+#: In JSON a quote inside a string is escaped, so these bytes can only be a key.
+_VERSIONED = b'"schema_version":'
 _input = TypeAdapter(InputEvent)
 
 
@@ -71,7 +73,19 @@ def input_from_raw(raw: Raw) -> Input:
 
 
 def loads(data: bytes | str) -> Event:
-    """Decode one event from JSON. Raises DecodeError or ValidationError."""
+    """Decode one event from JSON. Raises DecodeError or ValidationError.
+
+    What the log holds was written by ``dumps``: it names its schema version,
+    and mostly the current one. Such a payload is validated straight from its
+    bytes, which is about twice as fast as building a dict first. Anything
+    else (no version named, an older version, or invalid) takes the general
+    path, so it is upcast, and an error names what is wrong exactly as before.
+    """
+    if _VERSIONED in (data if isinstance(data, bytes) else data.encode()):
+        try:
+            return _any.validate_json(data)
+        except ValidationError:
+            pass  # an older version to upcast, or invalid: the general path says which
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -98,9 +112,17 @@ def to_fields(event: Event) -> dict[str, bytes | str]:
 
 def from_fields(fields: Mapping[Any, Any]) -> Event:
     """Decode a stream entry written by ``to_fields`` (bytes or str keys)."""
+    return _decode(_data(fields))
+
+
+def _data(fields: Mapping[Any, Any]) -> bytes | str:
     data = fields.get(b"data", fields.get("data"))
     if data is None:
         raise DecodeError("stream entry has no 'data' field")
+    return data  # type: ignore[no-any-return]
+
+
+def _decode(data: bytes | str) -> Event:
     try:
         return loads(data)
     except ValidationError:
@@ -109,10 +131,38 @@ def from_fields(fields: Mapping[Any, Any]) -> Event:
         raise DecodeError(f"not valid UTF-8: {exc}") from None
 
 
+class Recent:
+    """Decodes stream entries, remembering a bounded number of recent payloads.
+
+    The prescriber decodes each feed entry to check it, then reads the same
+    event from the user's history: the second decode of the same bytes is a
+    lookup. A hit is forgotten (each payload is expected twice at most) and
+    the oldest payloads go first past ``size``. Events are frozen, so handing
+    out one instance twice is safe. Errors are not remembered.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._events: dict[bytes | str, Event] = {}
+
+    def from_fields(self, fields: Mapping[Any, Any]) -> Event:
+        data = _data(fields)
+        event = self._events.pop(data, None)
+        if event is None:
+            event = self._events[data] = _decode(data)
+            if len(self._events) > self.size:
+                del self._events[next(iter(self._events))]
+        return event
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
 __all__ = [
     "CURRENT_VERSION",
     "UPCASTERS",
     "DecodeError",
+    "Recent",
     "dumps",
     "from_fields",
     "from_raw",

@@ -6,6 +6,7 @@ import contextlib
 import json
 import string
 from datetime import timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -181,3 +182,66 @@ def test_non_integer_scores_are_refused(literal: bytes) -> None:
     )
     with pytest.raises(CLEAN):
         codec.loads(body)
+
+
+def _general(data: bytes) -> Any:
+    """What ``codec.loads`` answers on its general path: a dict first, upcast, then validated."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise codec.DecodeError("not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise codec.DecodeError("an event is a JSON object")
+    return codec.from_raw(raw)
+
+
+def _outcome(decode: Any, data: bytes) -> Any:
+    try:
+        return decode(data)
+    except CLEAN:
+        return "refused"
+
+
+@FUZZ
+@given(event=events, data=st.data())
+def test_fast_path_decodes_exactly_as_the_general_path(event: Input, data: st.DataObject) -> None:
+    """Payloads naming a schema version skip the dict, yet accept and refuse exactly the same."""
+    raw = _raw(event)
+    key = data.draw(st.sampled_from([*raw, "extra", "schema_version", "type", "location"]))
+    action = data.draw(st.sampled_from(["keep", "replace", "drop"]))
+    if action == "replace":
+        raw[key] = data.draw(edgy)
+    elif action == "drop":
+        raw.pop(key, None)
+    payload = data.draw(
+        st.sampled_from([_encode(raw), orjson.dumps(raw)]) if _plain(raw) else st.just(_encode(raw))
+    )
+    assert _outcome(codec.loads, payload) == _outcome(_general, payload)
+
+
+def _plain(raw: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(raw)
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("version", [None, 1, 2])
+def test_older_or_unnamed_versions_are_upcast_whatever_the_path(version: int | None) -> None:
+    """A PainLogged at v1, or naming no version, decodes upcast; its location comes from v2 only."""
+    raw = _golden_pain()
+    raw.pop("schema_version", None)
+    raw.pop("location", None)
+    if version is not None:
+        raw["schema_version"] = version
+    event = codec.loads(orjson.dumps(raw))
+    assert isinstance(event, PainLogged)
+    assert (event.schema_version, event.location) == (2, None)
+
+
+def _golden_pain() -> dict[str, Any]:
+    raw: dict[str, Any] = json.loads(
+        (Path(__file__).parent.parent / "golden" / "PainLogged.v2.json").read_text()
+    )
+    return raw
