@@ -13,7 +13,7 @@ retry answers ``duplicate`` with the original position).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from hashlib import sha1
 from importlib.resources import files
@@ -25,8 +25,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from shared.codec import DecodeError, from_fields, to_fields
-from shared.events import Input, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
+from shared.codec import DecodeError, Recent, from_fields, to_fields
+from shared.events import (
+    Event,
+    Input,
+    PainLogged,
+    PrescriptionChanged,
+    RehabStarted,
+    SessionCompleted,
+)
 from shared.keys import Keys
 from shared.store import Appended, Snapshot, StoreUnavailable
 
@@ -146,8 +153,8 @@ def _lower(after: str) -> str:
     return "-" if after in ("", "-", "0", "0-0") else f"({after}"
 
 
-def _as_input(fields: dict[Any, Any]) -> Input:
-    event = from_fields(fields)
+def _as_input(fields: dict[Any, Any], decode: Callable[[Any], Event] = from_fields) -> Input:
+    event = decode(fields)
     if not isinstance(event, _INPUTS):
         raise DecodeError(f"{event.type} found in a user history")
     return event
@@ -158,6 +165,15 @@ def _as_change(fields: dict[Any, Any]) -> PrescriptionChanged:
     if not isinstance(event, PrescriptionChanged):
         raise DecodeError(f"{event.type} found in a prescription stream")
     return event
+
+
+def _snapshot_fields(snapshot: Snapshot) -> dict[str, bytes | str | int]:
+    return {
+        "data": snapshot.data,
+        "position": snapshot.position,
+        "rules_version": snapshot.rules_version,
+        "state_version": snapshot.state_version,
+    }
 
 
 def _flat(fields: dict[str, bytes | str]) -> list[bytes | str]:
@@ -172,13 +188,22 @@ class RedisStore:
     """
 
     def __init__(
-        self, redis: Redis, partitions: int = 16, dedupe_ttl: int = DEFAULT_DEDUPE_TTL
+        self,
+        redis: Redis,
+        partitions: int = 16,
+        dedupe_ttl: int = DEFAULT_DEDUPE_TTL,
+        recent: Recent | None = None,
     ) -> None:
         if dedupe_ttl < 1:
             raise ValueError("dedupe_ttl must be at least 1 second")
         self.redis = redis
         self.keys = Keys(partitions)
         self.dedupe_ttl = dedupe_ttl
+        #: history reads decode through this memo when given (see ``codec.Recent``)
+        self.recent = recent
+        self._decode: Callable[[Any], Event] = (
+            recent.from_fields if recent is not None else from_fields
+        )
 
     # -- writes -----------------------------------------------------------
 
@@ -260,16 +285,28 @@ class RedisStore:
             reply = await self._run(self._change_call(change))
         return self._appended(str(change.event_id), reply)
 
+    async def append_changes(self, changes: Sequence[PrescriptionChanged]) -> list[Appended]:
+        """Store many changes in one round trip, each once and atomically, results in order."""
+        if not changes:
+            return []
+        with _guard():
+            replies = await self._run_many([self._change_call(c) for c in changes])
+        return [self._appended(str(c.event_id), r) for c, r in zip(changes, replies, strict=True)]
+
     async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
         """Replace the user's snapshot (one HSET: all fields or none)."""
-        mapping: dict[str | bytes, bytes | str | int] = {
-            "data": snapshot.data,
-            "position": snapshot.position,
-            "rules_version": snapshot.rules_version,
-            "state_version": snapshot.state_version,
-        }
         with _guard():
-            await self.redis.hset(self.keys.snapshot(user_id), mapping=mapping)  # type: ignore[arg-type]
+            await self.redis.hset(self.keys.snapshot(user_id), mapping=_snapshot_fields(snapshot))  # type: ignore[arg-type]
+
+    async def save_snapshots(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
+        """Replace many users' snapshots in one round trip (each one HSET)."""
+        if not snapshots:
+            return
+        with _guard():
+            pipe = self.redis.pipeline(transaction=False)
+            for user_id, snapshot in snapshots:
+                pipe.hset(self.keys.snapshot(user_id), mapping=_snapshot_fields(snapshot))  # type: ignore[arg-type]
+            await pipe.execute()
 
     # -- reads ------------------------------------------------------------
 
@@ -281,18 +318,22 @@ class RedisStore:
             entries: Any = await self.redis.xrange(
                 self.keys.history(user_id), _lower(after), "+", count
             )
-        return [(_text(pos), _as_input(fields)) for pos, fields in entries]
+        return [(_text(pos), _as_input(fields, self._decode)) for pos, fields in entries]
 
-    async def histories(self, cursors: Sequence[tuple[str, str]]) -> list[list[tuple[str, Input]]]:
+    async def histories(
+        self, cursors: Sequence[tuple[str, str]], until: Sequence[str | None] | None = None
+    ) -> list[list[tuple[str, Input]]]:
         """Many users' new events in one round trip: one XRANGE each, pipelined."""
         if not cursors:
             return []
+        ends = until or [None] * len(cursors)
         with _guard():
             pipe = self.redis.pipeline(transaction=False)
-            for user_id, after in cursors:
-                pipe.xrange(self.keys.history(user_id), _lower(after), "+")
+            for (user_id, after), end in zip(cursors, ends, strict=True):
+                pipe.xrange(self.keys.history(user_id), _lower(after), end or "+")
             replies: list[Any] = await pipe.execute()
-        return [[(_text(pos), _as_input(fields)) for pos, fields in r] for r in replies]
+        decode = self._decode
+        return [[(_text(pos), _as_input(fields, decode)) for pos, fields in r] for r in replies]
 
     async def prescriptions(
         self, user_id: str, after: str = "0-0"

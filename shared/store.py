@@ -62,12 +62,22 @@ class EventStore(Protocol):
         """A user's events after ``after`` (exclusive), oldest first."""
         ...
 
-    async def histories(self, cursors: Sequence[tuple[str, str]]) -> list[list[tuple[str, Input]]]:
-        """For each ``(user_id, after)``, what ``history(user_id, after)`` returns, in order."""
+    async def histories(
+        self, cursors: Sequence[tuple[str, str]], until: Sequence[str | None] | None = None
+    ) -> list[list[tuple[str, Input]]]:
+        """For each ``(user_id, after)``, what ``history(user_id, after)`` returns, in order.
+
+        ``until`` gives, per cursor, the last position wanted (inclusive); None
+        or no ``until`` reads to the end.
+        """
         ...
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
         """Store a PrescriptionChanged once (its event_id dedupes)."""
+        ...
+
+    async def append_changes(self, changes: Sequence[PrescriptionChanged]) -> list[Appended]:
+        """Store many changes as ``append_change`` would, results in input order."""
         ...
 
     async def prescriptions(
@@ -85,6 +95,10 @@ class EventStore(Protocol):
     async def load_snapshot(self, user_id: str) -> Snapshot | None: ...
 
     async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None: ...
+
+    async def save_snapshots(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
+        """``save_snapshot`` for each ``(user_id, snapshot)``."""
+        ...
 
 
 class MemoryStore:
@@ -147,8 +161,14 @@ class MemoryStore:
         found = [e for e in self._history.get(user_id, []) if _after(e[0], after)]
         return found if count is None else found[:count]
 
-    async def histories(self, cursors: Sequence[tuple[str, str]]) -> list[list[tuple[str, Input]]]:
-        return [await self.history(user_id, after) for user_id, after in cursors]
+    async def histories(
+        self, cursors: Sequence[tuple[str, str]], until: Sequence[str | None] | None = None
+    ) -> list[list[tuple[str, Input]]]:
+        ends = until or [None] * len(cursors)
+        return [
+            [e for e in await self.history(user_id, after) if end is None or not _after(e[0], end)]
+            for (user_id, after), end in zip(cursors, ends, strict=True)
+        ]
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
         event_id = str(change.event_id)
@@ -160,6 +180,9 @@ class MemoryStore:
         self.rxfeeds.setdefault(key[0], []).append((self._next_position(), position, change))
         self._seen[key] = position
         return Appended(event_id, "accepted", position)
+
+    async def append_changes(self, changes: Sequence[PrescriptionChanged]) -> list[Appended]:
+        return [await self.append_change(change) for change in changes]
 
     async def prescriptions(
         self, user_id: str, after: str = "0-0"
@@ -178,6 +201,10 @@ class MemoryStore:
 
     async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
         self._snapshots[user_id] = snapshot
+
+    async def save_snapshots(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
+        for user_id, snapshot in snapshots:
+            self._snapshots[user_id] = snapshot
 
 
 def _position_key(position: str) -> tuple[int, int]:

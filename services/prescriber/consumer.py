@@ -13,7 +13,8 @@ dead-letters it after ``max_deliveries`` attempts (invariant 7).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from redis.exceptions import ResponseError
 
 from services.prescriber.processor import Processor
 from shared import codec
+from shared.events import Event
 from shared.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -45,18 +47,36 @@ async def ensure_groups(redis: Redis, streams: Sequence[str], group: str) -> Non
                 raise
 
 
-def _readable(fields: Mapping[Any, Any]) -> tuple[str | None, str]:
-    """The entry's user if it holds a valid event, else None and the reason."""
+def _readable(
+    fields: Mapping[Any, Any], decode: Callable[[Mapping[Any, Any]], Event]
+) -> tuple[str | None, str]:
+    """The entry's user if it holds a valid event, else None and the reason.
+
+    Decoding the whole event here (not just its user) is what sends poison to
+    the dead letters at once; the history read after it reuses the decode.
+    """
     user = fields.get(b"user_id", fields.get("user_id"))
     if user is None:
         return None, "feed entry has no user_id"
     try:
-        event = codec.from_fields(fields)
+        event = decode(fields)
     except ValueError as exc:  # DecodeError and pydantic's ValidationError
         return None, f"unreadable feed entry: {str(exc)[:500]}"
     if event.user_id != _text(user):
         return None, "feed entry user_id does not match its event"
     return event.user_id, ""
+
+
+def _position(fields: Mapping[Any, Any]) -> str | None:
+    """The history position a feed entry announces, or None if it names none."""
+    pos = fields.get(b"pos", fields.get("pos"))
+    if pos is None:
+        return None
+    text = _text(pos)
+    return text if _STREAM_ID.fullmatch(text) else None
+
+
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 def _text(value: Any) -> str:
@@ -67,28 +87,39 @@ class FeedConsumer:
     """Turns batches of feed entries into processed users and acks."""
 
     def __init__(
-        self, redis: Redis, processor: Processor, keys: Keys, max_deliveries: int = 5
+        self,
+        redis: Redis,
+        processor: Processor,
+        keys: Keys,
+        max_deliveries: int = 5,
+        decode: Callable[[Mapping[Any, Any]], Event] = codec.from_fields,
     ) -> None:
         self.redis = redis
         self.processor = processor
         self.keys = keys
         self.max_deliveries = max_deliveries
         self._locks = [asyncio.Lock() for _ in range(keys.partitions)]
+        #: the store's ``codec.Recent`` here saves decoding each event twice
+        self._decode = decode
 
     async def handle(self, partition: int, entries: Sequence[Entry]) -> None:
         """Process a batch; ack what succeeded, dead-letter what cannot be read."""
         feed = self.keys.feed(partition)
         done: list[bytes] = []
         by_user: dict[str, list[bytes]] = {}
+        until: dict[str, str | None] = {}
         for entry_id, fields in entries:
-            user, error = _readable(fields)
+            user, error = _readable(fields, self._decode)
             if user is None:
                 await self.dead_letter(feed, entry_id, fields, error)
                 done.append(entry_id)
                 continue
             by_user.setdefault(user, []).append(entry_id)
+            # the history up to the last event announced: what follows has its own entries
+            if until.get(user, "") is not None:
+                until[user] = _position(fields)
         async with self._locks[partition]:
-            failed = await self.processor.process_batch(list(by_user))
+            failed = await self.processor.process_batch(list(by_user), until)
             for user_id, ids in by_user.items():
                 if user_id in failed:
                     error = type(failed[user_id]).__name__

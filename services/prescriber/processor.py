@@ -17,7 +17,7 @@ so redoing a batch after a crash never emits a second PrescriptionChanged.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -37,6 +37,18 @@ class Cursor:
     state: engine.State
     position: str
     unsaved: int = 0
+
+
+@dataclass(slots=True)
+class _Step:
+    """A user's fold of new entries, not yet stored: where the cursor will move."""
+
+    user_id: str
+    cursor: Cursor
+    state: engine.State
+    position: str
+    changes: list[PrescriptionChanged]
+    unsaved: int
 
 
 class Processor:
@@ -62,41 +74,50 @@ class Processor:
             emitted.extend(await self.process_user(user_id))
         return emitted
 
-    async def process_batch(self, user_ids: Sequence[str]) -> dict[str, Exception]:
-        """Bring many users up to date, reading their new history in one round trip.
+    async def process_batch(
+        self, user_ids: Sequence[str], until: Mapping[str, str | None] | None = None
+    ) -> dict[str, Exception]:
+        """Bring many users up to date in a few round trips, whatever their number.
 
-        Returns the users that failed, with their error; the others are done.
-        A failed read fails them all (nothing was folded).
+        One read fetches every user's new history (up to ``until[user]``, a
+        history position, where given), one write stores every change the
+        batch emits, one more the snapshots that fell due. Returns the users
+        that failed, with their error; the others are done. A failed read or
+        write fails every user it was for.
         """
         users = list(dict.fromkeys(user_ids))
+        ends = [(until or {}).get(user_id) for user_id in users]
         try:
             cursors = [await self._cursor(user_id) for user_id in users]
             news = await self.store.histories(
-                [(u, c.position) for u, c in zip(users, cursors, strict=True)]
+                [(u, c.position) for u, c in zip(users, cursors, strict=True)], ends
             )
         except Exception as exc:
             return dict.fromkeys(users, exc)
         failed: dict[str, Exception] = {}
+        steps: list[_Step] = []
         for user_id, cursor, entries in zip(users, cursors, news, strict=True):
             try:
-                await self._apply(user_id, cursor, entries)
+                steps.append(await self._fold(user_id, cursor, entries))
             except Exception as exc:
                 failed[user_id] = exc
+        try:
+            await self._commit(steps)
+        except Exception as exc:
+            failed.update(dict.fromkeys((step.user_id for step in steps), exc))
         return failed
 
     async def process_user(self, user_id: str) -> list[PrescriptionChanged]:
         cursor = await self._cursor(user_id)
         entries = await self.store.history(user_id, after=cursor.position)
-        return await self._apply(user_id, cursor, entries)
+        step = await self._fold(user_id, cursor, entries)
+        await self._commit([step])
+        return step.changes
 
-    async def _apply(
-        self, user_id: str, cursor: Cursor, entries: list[tuple[str, Input]]
-    ) -> list[PrescriptionChanged]:
-        """Fold ``entries`` (the history after the cursor) and append the changes due."""
+    async def _fold(self, user_id: str, cursor: Cursor, entries: list[tuple[str, Input]]) -> _Step:
+        """What folding ``entries`` (the history after the cursor) leads to; nothing is stored."""
         if not entries:
-            if cursor.unsaved >= self.snapshot_every:  # a catch-up is worth keeping
-                await self._save(user_id, cursor)
-            return []
+            return _Step(user_id, cursor, cursor.state, cursor.position, [], cursor.unsaved)
         events = [event for _, event in entries]
         folded = fold_arrivals(cursor.state, events, None, self.rules)
         if folded is None:  # a late event: the refold needs what came before
@@ -104,15 +125,26 @@ class Processor:
             folded = fold_arrivals(cursor.state, events, earlier, self.rules)
             assert folded is not None
             log.debug("user_refolded", user_id=user_id, events=len(earlier) + len(events))
-        for change in folded.changes:
-            await self.store.append_change(change)
-        # the cursor moves only once the changes are stored: a failed append
+        unsaved = self.snapshot_every if folded.refolds else cursor.unsaved + len(events)
+        return _Step(user_id, cursor, folded.state, entries[-1][0], folded.changes, unsaved)
+
+    async def _commit(self, steps: Sequence[_Step]) -> None:
+        """Store the steps' changes, then move their cursors, then save snapshots due."""
+        changes = [change for step in steps for change in step.changes]
+        if changes:
+            await self.store.append_changes(changes)
+        # the cursors move only once the changes are stored: a failed append
         # leaves the entries to be folded again, to the same change ids
-        cursor.state, cursor.position = folded.state, entries[-1][0]
-        cursor.unsaved = self.snapshot_every if folded.refolds else cursor.unsaved + len(events)
-        if cursor.unsaved >= self.snapshot_every:
-            await self._save(user_id, cursor)
-        return folded.changes
+        due: list[tuple[str, Cursor]] = []
+        for step in steps:
+            cursor = step.cursor
+            cursor.state, cursor.position, cursor.unsaved = step.state, step.position, step.unsaved
+            if cursor.unsaved >= self.snapshot_every:
+                due.append((step.user_id, cursor))
+        if due:
+            await self.store.save_snapshots([(user_id, self._snapshot(c)) for user_id, c in due])
+            for _, cursor in due:
+                cursor.unsaved = 0
 
     async def _earlier(self, user_id: str, position: str) -> list[Input]:
         """The events at or before ``position``, in arrival order."""
@@ -161,16 +193,16 @@ class Processor:
             await self.store.append_change(change)
         return Cursor(state, history[-1][0], unsaved=self.snapshot_every)
 
-    async def _save(self, user_id: str, cursor: Cursor) -> None:
-        await self.store.save_snapshot(
-            user_id,
-            Snapshot(
-                data=engine.dump_state(cursor.state),
-                position=cursor.position,
-                rules_version=self.rules.rules_version,
-                state_version=engine.STATE_VERSION,
-            ),
+    def _snapshot(self, cursor: Cursor) -> Snapshot:
+        return Snapshot(
+            data=engine.dump_state(cursor.state),
+            position=cursor.position,
+            rules_version=self.rules.rules_version,
+            state_version=engine.STATE_VERSION,
         )
+
+    async def _save(self, user_id: str, cursor: Cursor) -> None:
+        await self.store.save_snapshot(user_id, self._snapshot(cursor))
         cursor.unsaved = 0
 
     async def evict(self, belongs: Callable[[str], bool], save: bool) -> int:

@@ -12,7 +12,7 @@ from services.prescriber import engine
 from services.prescriber.consumer import GROUP, FeedConsumer
 from services.prescriber.processor import Cursor, Processor
 from services.prescriber.reclaimer import Reclaimer
-from shared import cohort
+from shared import codec, cohort
 from shared.events import Input
 from shared.keys import Keys
 from shared.redis_store import RedisStore
@@ -115,10 +115,10 @@ async def test_reclaimer_finishes_what_a_dead_consumer_left(redis: Redis) -> Non
 class _Failing(Processor):
     """Fails for one user, as a bug or bad data would."""
 
-    async def _apply(self, user_id: str, cursor: Cursor, entries: list[Any]) -> list[Any]:
+    async def _fold(self, user_id: str, cursor: Cursor, entries: list[Any]) -> Any:
         if user_id == "cursed":
             raise RuntimeError("boom")
-        return await super()._apply(user_id, cursor, entries)
+        return await super()._fold(user_id, cursor, entries)
 
 
 async def test_entry_failing_every_time_is_dead_lettered_and_partition_moves_on(
@@ -158,3 +158,86 @@ async def test_feed_entry_without_user_is_dead_lettered_at_once(redis: Redis) ->
     assert (await redis.xpending(keys.feed(0), GROUP))["pending"] == 0
     [(_, letter)] = await redis.xrange(keys.dlq)
     assert letter[b"error"] == b"feed entry has no user_id"
+
+
+class _Counting(MemoryStore):
+    """Counts the writes a processor makes; the first ``fail`` change writes raise."""
+
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__()
+        self.fail = fail
+        self.writes: list[str] = []
+
+    async def append_change(self, change: Any) -> Any:
+        self.writes.append("append_change")
+        return await super().append_change(change)
+
+    async def append_changes(self, changes: Any) -> Any:
+        self.writes.append("append_changes")
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("store went away")
+        return [await MemoryStore.append_change(self, c) for c in changes]
+
+    async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
+        self.writes.append("save_snapshot")
+        await super().save_snapshot(user_id, snapshot)
+
+    async def save_snapshots(self, snapshots: Any) -> None:
+        self.writes.append("save_snapshots")
+        await super().save_snapshots(snapshots)
+
+
+async def test_a_batch_stores_its_changes_and_snapshots_in_one_write_each() -> None:
+    """Many users' changes go out in one write, the snapshots due in one more."""
+    store = _Counting()
+    users = [_course("improver", i)[:12] for i in range(3)]
+    await store.append_many([e for course in users for e in course])
+    processor = Processor(store, snapshot_every=5)
+    assert await processor.process_batch([c[0].user_id for c in users]) == {}
+    assert store.writes == ["append_changes", "save_snapshots"]
+    for course in users:
+        assert await store.latest_prescription(course[0].user_id) is not None
+        assert await store.load_snapshot(course[0].user_id) is not None
+
+
+async def test_a_failed_write_moves_no_cursor_and_the_retry_emits_each_change_once() -> None:
+    """When storing a batch's changes fails, every user fails; the retry folds them again."""
+    store = _Counting(fail=1)
+    users = [_course("improver", i)[:12] for i in range(2)]
+    await store.append_many([e for course in users for e in course])
+    processor = Processor(store)
+    ids = [c[0].user_id for c in users]
+    failed = await processor.process_batch(ids)
+    assert set(failed) == set(ids)
+    assert all(isinstance(e, ConnectionError) for e in failed.values())
+    assert [await store.prescriptions(u) for u in ids] == [[], []]
+    assert await processor.process_batch(ids) == {}
+    once = MemoryStore()
+    await once.append_many([e for course in users for e in course])
+    await Processor(once).process_batch(ids)
+    for user in ids:
+        assert _ids(await store.prescriptions(user)) == _ids(await once.prescriptions(user))
+
+
+async def test_a_batch_reads_history_up_to_what_its_feed_entries_announce(redis: Redis) -> None:
+    """The consumer folds a user's history only as far as the batch's feed entries reach.
+
+    So each event is decoded once: the feed entry's decode is reused by the
+    history read, and nothing is left behind in the memo.
+    """
+    keys = Keys(1)
+    recent = codec.Recent()
+    store = RedisStore(redis, partitions=1, recent=recent)
+    await _group(redis, keys)
+    events = _course("improver")[:10]
+    positions = [r.position for r in await store.append_many(events)]
+    processor = Processor(store)
+    consumer = FeedConsumer(redis, processor, keys, decode=recent.from_fields)
+    user = events[0].user_id
+    for start, end in ((0, 4), (4, 10)):
+        [(_, entries)] = await redis.xreadgroup(GROUP, "c1", {keys.feed(0): ">"}, count=end - start)
+        await consumer.handle(0, entries)
+        assert (await processor._cursor(user)).position == positions[end - 1]
+        assert len(recent) == 0
+    assert (await redis.xpending(keys.feed(0), GROUP))["pending"] == 0

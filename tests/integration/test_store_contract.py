@@ -75,6 +75,18 @@ class StoreContract:
         assert answers[1][0][0] == positions[1]
         assert await store.histories([]) == []
 
+    async def test_histories_stop_where_asked(self, store: EventStore) -> None:
+        """``until`` ends each user's read at that position (inclusive); None reads to the end."""
+        events = [make_pain(3, i, user_id="u-1") for i in range(4)]
+        positions = [r.position for r in await store.append_many(events)]
+        other = make_pain(user_id="u-2")
+        await store.append(other)
+        answers = await store.histories(
+            [("u-1", positions[0]), ("u-1", "0-0"), ("u-2", "0-0"), ("u-1", positions[3])],
+            until=[positions[2], None, "1-0", positions[1]],
+        )
+        assert [[e for _, e in answer] for answer in answers] == [events[1:3], events, [], []]
+
     async def test_append_many_answers_per_item_in_order(self, store: EventStore) -> None:
         """append_many answers each item in order, duplicates in the batch included."""
         before = make_pain(1)
@@ -96,6 +108,17 @@ class StoreContract:
         assert (first.status, second.status) == ("accepted", "duplicate")
         assert second.position == first.position
         assert [c for _, c in await store.prescriptions("u-1")] == [change]
+
+    async def test_append_changes_stores_each_once_in_order(self, store: EventStore) -> None:
+        """append_changes answers as append_change would for each change, in order."""
+        first, second, third = make_change(1), make_change(2), make_change(3)
+        before = await store.append_change(first)
+        results = await store.append_changes([second, first, third, second])
+        assert [r.status for r in results] == ["accepted", "duplicate", "accepted", "duplicate"]
+        assert results[1].position == before.position
+        assert results[3].position == results[0].position
+        assert [c for _, c in await store.prescriptions("u-1")] == [first, second, third]
+        assert await store.append_changes([]) == []
 
     async def test_prescriptions_and_latest(self, store: EventStore) -> None:
         """prescriptions lists changes oldest first (after exclusive); latest is the newest."""
@@ -137,6 +160,18 @@ class StoreContract:
         await store.save_snapshot("u-1", newer)
         assert await store.load_snapshot("u-1") == newer
         assert await store.load_snapshot("u-2") is None
+
+    async def test_save_snapshots_saves_each_user(self, store: EventStore) -> None:
+        """save_snapshots replaces each named user's snapshot and leaves the others alone."""
+        old = Snapshot(data=b"old", position="1-0", rules_version="1", state_version=1)
+        await store.save_snapshot("u-3", old)
+        a = Snapshot(data=b"a", position="2-0", rules_version="1", state_version=1)
+        b = Snapshot(data=b"\x00b", position="3-1", rules_version="2", state_version=2)
+        await store.save_snapshots([("u-1", a), ("u-2", b)])
+        assert await store.load_snapshot("u-1") == a
+        assert await store.load_snapshot("u-2") == b
+        assert await store.load_snapshot("u-3") == old
+        await store.save_snapshots([])
 
     async def test_positions_increase_within_a_user(self, store: EventStore) -> None:
         """Positions of one user's events strictly increase in append order."""
