@@ -7,13 +7,16 @@ import uvicorn
 from services.channels.app import create_app
 from services.channels.options import ChannelSettings
 from shared.log import configure_logging
+from shared.runtime import tune_gc
 
 
 def main() -> None:
     settings = ChannelSettings()
     configure_logging()
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.channels_port,
         loop="uvloop",

@@ -13,13 +13,16 @@ from fastapi import FastAPI
 
 from services.logging_svc.app import create_app
 from shared.log import configure_logging
+from shared.runtime import tune_gc
 from shared.settings import Settings, get_settings
 
 
 def worker_app() -> FastAPI:
     """The app of one worker process, from the environment (uvicorn ``factory``)."""
     configure_logging()
-    return create_app(get_settings())
+    app = create_app(get_settings())
+    tune_gc()
+    return app
 
 
 def run(settings: Settings) -> None:
@@ -43,7 +46,9 @@ def run(settings: Settings) -> None:
         target = "services.logging_svc.server:worker_app"
         uvicorn.run(target, factory=True, workers=settings.ingest_workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)
+        app = create_app(settings)
+        tune_gc()
+        uvicorn.run(app, **options)
 
 
 def main() -> None:

@@ -6,14 +6,17 @@ import uvicorn
 
 from services.prescriber.app import create_app
 from shared.log import configure_logging
+from shared.runtime import tune_gc
 from shared.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
     configure_logging()
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.clinic_port,
         loop="uvloop",
