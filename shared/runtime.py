@@ -1,12 +1,11 @@
 """Process-wide tuning for the long-running services and the replay tools.
 
-CPython's cyclic garbage collector runs a young-generation pass every 700
-net container allocations. The services allocate many short-lived objects
-per event (decoded events, folded states), so with that default a third of
-the collector's passes find nothing to free, and about one tenth of a
-prescriber's CPU went to them while it worked off a backlog. Freezing what
-start-up built and collecting every 50,000 allocations instead took that to
-about 1%. Reference counting still frees almost everything at once; only
+CPython's cyclic garbage collector runs a young-generation pass every 700 net
+container allocations. The services allocate many short-lived objects per
+event (decoded events, folded states). Working off a backlog of 20,000 events,
+the prescriber's feed consumer spent 0.4 s of 2.2 s in the collector; after
+freezing the start-up heap 0.2 s, and collecting every 50,000 allocations as
+well, 0.02 s. Reference counting still frees almost everything at once; only
 cycles wait for the collector.
 """
 
