@@ -1,4 +1,4 @@
-"""Process-wide tuning for the long-running services and the replay tools.
+"""Process-wide tuning for the long-running services.
 
 CPython's cyclic garbage collector runs a young-generation pass every 700 net
 container allocations. The services allocate many short-lived objects per
