@@ -150,9 +150,8 @@ class Processor:
         """The events at or before ``position``, in arrival order."""
         if position in ("", "-", "0", "0-0"):
             return []
-        bound = _position_key(position)
-        history = await self.store.history(user_id)
-        return [event for pos, event in history if _position_key(pos) <= bound]
+        [history] = await self.store.histories([(user_id, "0-0")], [position])
+        return [event for _, event in history]
 
     async def _cursor(self, user_id: str) -> Cursor:
         cursor = self._cache.get(user_id)
@@ -224,8 +223,3 @@ class Processor:
         for user_id, cursor in list(self._cache.items()):
             if cursor.unsaved:
                 await self._save(user_id, cursor)
-
-
-def _position_key(position: str) -> tuple[int, int]:
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)
