@@ -2,7 +2,9 @@
 
 A plain ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
 The line carries method, path, status, event count and duration, plus the
-request id; never the query string, headers, bodies or scores (invariant 9).
+request id (the client's ``X-Request-ID`` if it sent a usable one, else a new
+one; either way the response carries it back in ``X-Request-ID``); never
+the query string, headers, bodies or scores (invariant 9).
 Handlers add fields by setting ``request.state.log_fields`` (a dict).
 Probe endpoints log at DEBUG so health checks do not drown the INFO stream.
 """
@@ -55,6 +57,9 @@ class CanonicalLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # the id to quote when asking about this request: it is on its log line
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         structlog.contextvars.clear_contextvars()

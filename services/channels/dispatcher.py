@@ -200,6 +200,7 @@ class Dispatcher:
             "webhook_attempt",
             sub_id=sub.sub_id,
             event_id=entry["event_id"],
+            caused_by=str(change.get("caused_by", "")),
             attempt=attempt,
             status=result.status,
             latency_ms=result.latency_ms,

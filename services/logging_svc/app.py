@@ -166,7 +166,8 @@ async def accept_event(
         raise HTTPException(403, _forbidden(principal, event.user_id))
     (appended,) = await _append(ingest, [event])
     ingest.metrics.count_appended([appended])
-    log_fields.update(_tally([appended]))
+    # the id that the prescriber's and the channels' lines name as caused_by
+    log_fields.update(_tally([appended]), event_id=appended.event_id)
     return _json(_result(appended), 202)
 
 

@@ -190,3 +190,24 @@ async def test_in_process_log_calls_carry_no_scores_or_tokens() -> None:
     assert len(captured) == 3
     assert not FORBIDDEN_KEYS & {key for entry in captured for key in _keys(entry)}
     _assert_clean(orjson.dumps(captured, default=str).decode(), [device])
+
+
+def test_one_event_can_be_followed_through_the_process_logs(services: Services) -> None:
+    """The ingest line names the event and its request; the change line names it as its cause."""
+    operator = issue("operator", None, SECRET)
+    started = _event("RehabStarted", user="log-trace", clinic_id=CLINIC, cause="gradual")
+    headers = _auth(operator) | {"X-Request-ID": "trace-0042"}
+    reply = httpx.post(f"{services.ingest_url}/v1/events", json=started, headers=headers)
+    assert reply.status_code == 202
+    assert reply.headers["x-request-id"] == "trace-0042"
+    minted = httpx.post(f"{services.ingest_url}/v1/events", json=started, headers=_auth(operator))
+    assert len(minted.headers["x-request-id"]) == 32  # a new id when the client sent none
+    services.wait_for(f'"caused_by":"{started["event_id"]}"')
+    lines = [orjson.loads(x) for x in services.stop().splitlines() if x.startswith("{")]
+    requests = [x for x in lines if x.get("event_id") == started["event_id"]]
+    assert [x["event"] for x in requests] == ["request", "request"]
+    assert {x["request_id"] for x in requests} == {"trace-0042", minted.headers["x-request-id"]}
+    [change] = [x for x in lines if x.get("caused_by") == started["event_id"]]
+    assert change["event"] == "prescription_changed"
+    assert change["user_id"] == "log-trace"
+    assert change["event_id"] != started["event_id"]

@@ -159,8 +159,15 @@ async def test_three_500s_then_200_is_delivered_on_the_fourth_try(
     await _enrol(redis_store, "u-1")
     sub_id = await _subscribe(redis, hook)
     change = make_change(1)
-    await redis_store.append_change(change)
-    await _until(lambda: len(hook.delivered()) == 1)
+    with structlog.testing.capture_logs() as logs:
+        await redis_store.append_change(change)
+        await _until(lambda: len(hook.delivered()) == 1)
+        await _log(redis, sub_id, 4)
+    # each attempt's line names the change and the event that caused it
+    attempts = [line for line in logs if line["event"] == "webhook_attempt"]
+    assert [(a["event_id"], a["caused_by"]) for a in attempts] == [
+        (str(change.event_id), str(change.caused_by))
+    ] * 4
     assert [r.status for r in hook.received] == [500, 500, 500, 200]
     assert {r.webhook_id for r in hook.received} == {str(change.event_id)}
     assert all(r.verified for r in hook.received)
