@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +78,7 @@ class Receiver:
             time.sleep(0.02)
 
 
-def serve(receiver: Receiver) -> Iterator[Receiver]:
+def serve(receiver: Receiver) -> Generator[Receiver, None, None]:
     """Run ``receiver`` until the generator is closed."""
     app = Starlette(routes=[Route("/hook", receiver._hook, methods=["POST"])])
     config = uvicorn.Config(
@@ -107,7 +107,7 @@ def serve(receiver: Receiver) -> Iterator[Receiver]:
 @contextmanager
 def receiver_factory() -> Iterator[Callable[..., Receiver]]:
     """A factory of running receivers, all stopped on exit (tests wrap it in a fixture)."""
-    running: list[Iterator[Receiver]] = []
+    running: list[Generator[Receiver, None, None]] = []
 
     def start(**options: Any) -> Receiver:
         gen = serve(Receiver(**options))

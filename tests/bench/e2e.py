@@ -1,18 +1,23 @@
 """End to end: from an event's 202 to the webhook that its change caused.
 
 The whole stack runs as real processes (ingest, prescriber, channels) on
-its own Redis; a signature-checking receiver stands in for the clinics (one
-subscription per clinic). Events of a simulated cohort are posted one per
-request, paced to the rate; each webhook's ``caused_by`` names the event it
-came from, so its latency is the time from that event's 202 to the
-webhook's arrival, on one clock.
+its own Redis; a receiver in a process of its own stands in for the clinics
+(one subscription per clinic), so the load generator's work never delays
+its clock. Events of a simulated cohort are posted one per request, paced to
+the rate; each webhook's ``caused_by`` names the event it came from, so its
+latency is the time from that event's 202 to the webhook's arrival, on the
+machine's monotonic clock, which both processes read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
 
 import httpx
 
@@ -24,7 +29,7 @@ from shared.cohort.profile import CLINICS
 from shared.redis_server import RedisServer, free_port
 from shared.settings import Settings
 from tests.bench.report import NOTES
-from tests.webhook_receiver import Receiver, receiver_factory
+from tests.webhook_receiver import Receiver, serve
 
 SECRET = "e2e-secret"
 
@@ -53,14 +58,41 @@ async def _post(stack: Stack, events: list[bytes], ids: list[str], rate: float) 
     return answered
 
 
-def _subscribe(stack: Stack, receiver: Receiver) -> None:
+def _receive(port: int, conn: Connection) -> None:
+    """The receiver process: serve until asked, then send (caused_by, webhook_id, at) back."""
+    serving = serve(Receiver(port=port))
+    receiver = next(serving)
+    conn.send("ready")
+    conn.recv()
+    conn.send([(r.body["caused_by"], r.webhook_id, r.at) for r in receiver.delivered()])
+    serving.close()
+
+
+@contextmanager
+def _receiver_process() -> Iterator[tuple[str, Connection]]:
+    """A receiver in its own process: its URL and the pipe that fetches what it received."""
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    port = free_port()
+    process = ctx.Process(target=_receive, args=(port, theirs), daemon=True)
+    process.start()
+    try:
+        if not mine.poll(30) or mine.recv() != "ready":
+            raise RuntimeError("webhook receiver did not start")
+        yield f"http://127.0.0.1:{port}/hook", mine
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+
+
+def _subscribe(stack: Stack, url: str) -> None:
     token = issue("operator", None, SECRET)
     with httpx.Client(
         base_url=stack.channels_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     ) as http:
         for clinic in CLINICS:
             http.post(
-                "/v1/subscriptions", json={"url": receiver.url, "clinic_id": clinic}
+                "/v1/subscriptions", json={"url": url, "clinic_id": clinic}
             ).raise_for_status()
 
 
@@ -69,7 +101,7 @@ def run(rate: float, seconds: float) -> dict[str, float]:
     chosen = [a.event for a in arrivals][: int(rate * seconds)]
     bodies = [dumps(e) for e in chosen]
     ids = [str(e.event_id) for e in chosen]
-    with RedisServer.start() as server, receiver_factory() as start_receiver:
+    with RedisServer.start() as server, _receiver_process() as (url, receiver):
         settings = Settings(
             redis_url=server.url,
             secret=SECRET,
@@ -78,16 +110,16 @@ def run(rate: float, seconds: float) -> dict[str, float]:
             channels_port=free_port(),
             webhook_allow_private=True,
         )
-        receiver = start_receiver()
         with Stack(settings, quiet=True) as stack:
-            _subscribe(stack, receiver)
+            _subscribe(stack, url)
             answered = asyncio.run(_post(stack, bodies, ids, rate))
             time.sleep(3)  # the last changes' webhooks
+            receiver.send("report")
             first: dict[str, float] = {}
-            for got in receiver.delivered():
-                sent = answered.get(got.body["caused_by"])
+            for caused_by, webhook_id, at in receiver.recv():
+                sent = answered.get(caused_by)
                 if sent is not None:
-                    first.setdefault(got.webhook_id, 1000 * (got.at - sent))
+                    first.setdefault(webhook_id, 1000 * (at - sent))
     latencies = sorted(first.values())
     return {
         "events": len(answered),
