@@ -26,6 +26,7 @@ from services.channels.queues import DUE, Queues
 from services.channels.subscriptions import SubscriptionCreated, SubscriptionLog
 from services.channels.webhooks import new_secret
 from shared.keys import DLQ, Keys
+from shared.log import configure_logging
 from shared.redis_store import RedisStore
 from tests.integration.events_factory import make_change, make_started
 from tests.webhook_receiver import Receiver, receiver_factory
@@ -159,6 +160,7 @@ async def test_three_500s_then_200_is_delivered_on_the_fourth_try(
     await _enrol(redis_store, "u-1")
     sub_id = await _subscribe(redis, hook)
     change = make_change(1)
+    configure_logging("INFO", json=True)  # an earlier test may have left WARNING
     with structlog.testing.capture_logs() as logs:
         await redis_store.append_change(change)
         await _until(lambda: len(hook.delivered()) == 1)
