@@ -102,8 +102,14 @@ class FeedConsumer:
         #: the store's ``codec.Recent`` here saves decoding each event twice
         self._decode = decode
 
-    async def handle(self, partition: int, entries: Sequence[Entry]) -> None:
-        """Process a batch; ack what succeeded, dead-letter what cannot be read."""
+    async def handle(
+        self, partition: int, entries: Sequence[Entry], *, ack: bool = True
+    ) -> list[bytes]:
+        """Process a batch; dead-letter what cannot be read; return the ids that are done.
+
+        The done ids are acknowledged here, unless ``ack`` is false: then the
+        caller must (the feed reader sends them with its next read).
+        """
         feed = self.keys.feed(partition)
         done: list[bytes] = []
         by_user: dict[str, list[bytes]] = {}
@@ -126,8 +132,9 @@ class FeedConsumer:
                     log.warning("user_failed", user_id=user_id, error=error)
                 else:
                     done.extend(ids)
-        if done:
+        if done and ack:
             await self.redis.xack(feed, GROUP, *done)
+        return done
 
     async def dead_letter(
         self, stream: str, entry_id: bytes, fields: Mapping[Any, Any], error: str

@@ -11,10 +11,13 @@ within ``lease_ms`` plus one tick.
 Each owned partition has its own reader: first it takes over every entry
 pending in the partition (XAUTOCLAIM, min-idle 0: a dead owner's entries are
 redone now, not after ``claim_idle_ms``), then it loops XREADGROUP ``>`` into
-``FeedConsumer.handle``. Before each batch it checks that the lease was
-confirmed less than ``lease_ms`` ago (fencing by check); a paused process
-whose lease lapsed may still overlap a new owner for one batch, which is safe
-because processing is idempotent and deterministic (invariant 2).
+``FeedConsumer.handle``, sending the acknowledgements of each batch in one
+round trip with the next read. Before each read, and again before handling
+what it returned, it checks that the lease was confirmed less than
+``lease_ms`` ago (fencing by check); a paused process whose lease lapsed may
+still overlap a new owner for one batch, which is safe because processing is
+idempotent and deterministic (invariant 2). Entries read but not handled stay
+pending for the next owner's take-over (or this one's reclaimer).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Ownership:
         *,
         renew_interval: float = 1.5,
         max_records: int = 200,
-        block_ms: int = 50,
+        block_ms: int | None = None,
         stop_timeout: float = 15.0,
     ) -> None:
         self.leases = leases
@@ -61,7 +64,9 @@ class Ownership:
         self.reclaimer = reclaimer
         self.renew_interval = renew_interval
         self.max_records = max_records
-        self.block_ms = block_ms
+        # a read waits at most a tenth of a lease (500 ms at most): long enough
+        # that idle partitions cost little, short enough that readers stop fast
+        self.block_ms = block_ms or max(10, min(500, leases.lease_ms // 10))
         self.stop_timeout = stop_timeout
         self._readers: dict[int, _Reader] = {}
         self._valid_until: dict[int, float] = {}
@@ -92,14 +97,20 @@ class Ownership:
                 self._valid_until[partition] = confirmed + self.leases.lease_ms / 1000
                 self._start(partition)
                 log.info("lease_acquired", partition=partition, share=share)
-        while len(self._readers) > share:
-            await self.hand_back(max(self._readers))
+        surplus = self.owned()[share:]
+        self._signal_stop(surplus)  # all their reads end together, not one after another
+        for partition in surplus:
+            await self.hand_back(partition)
 
     async def hand_back(self, partition: int) -> None:
         """Stop consuming ``partition``, save its users' state, then release its lease."""
         await self._stop(partition, save=True)
         await self.leases.release(partition)
         log.info("lease_released", partition=partition)
+
+    def _signal_stop(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self._readers[partition].stop.set()
 
     def _free_order(self) -> list[int]:
         """Partitions not owned here, starting at an instance-specific offset to spread takes."""
@@ -132,23 +143,43 @@ class Ownership:
         await self.consumer.processor.evict(lambda user: keys.partition(user) == partition, False)
         taken_over = False
         feed = self.consumer.keys.feed(partition)
-        while not stop.is_set():
-            if not self._valid(partition):  # lease not confirmed lately: do not read
-                await asyncio.sleep(self.block_ms / 1000)
-                continue
-            try:
-                if not taken_over:
-                    await self.reclaimer.take_over(partition)
-                    taken_over = True
+        done: list[bytes] = []  # handled, to be acknowledged with the next read
+        try:
+            while not stop.is_set():
+                if not self._valid(partition):  # lease not confirmed lately: do not read
+                    await asyncio.sleep(self.block_ms / 1000)
                     continue
-                reply: Any = await self.consumer.redis.xreadgroup(
-                    GROUP, self.leases.instance, {feed: ">"}, self.max_records, self.block_ms
-                )
-                for entries in _entries(reply):
-                    await self.consumer.handle(partition, entries)
-            except RedisError as exc:
-                log.warning("feed_read_failed", partition=partition, error=type(exc).__name__)
-                await asyncio.sleep(0.5)
+                try:
+                    if not taken_over:
+                        await self.reclaimer.take_over(partition)
+                        taken_over = True
+                        continue
+                    reply = await self._read(feed, done)
+                    done = []
+                    if not self._valid(partition):  # the lease lapsed while the read waited
+                        continue
+                    for entries in _entries(reply):
+                        done += await self.consumer.handle(partition, entries, ack=False)
+                except RedisError as exc:
+                    log.warning("feed_read_failed", partition=partition, error=type(exc).__name__)
+                    await asyncio.sleep(0.5)
+        finally:
+            if done:
+                with contextlib.suppress(RedisError):
+                    await self.consumer.redis.xack(feed, GROUP, *done)
+
+    async def _read(self, feed: str, done: list[bytes]) -> Any:
+        """XREADGROUP the next batch, after acknowledging ``done`` in the same round trip."""
+        redis = self.consumer.redis
+        if not done:
+            return await redis.xreadgroup(
+                GROUP, self.leases.instance, {feed: ">"}, self.max_records, self.block_ms
+            )
+        pipe = redis.pipeline(transaction=False)
+        pipe.xack(feed, GROUP, *done)
+        pipe.xreadgroup(GROUP, self.leases.instance, {feed: ">"}, self.max_records, self.block_ms)
+        _, reply = await pipe.execute()
+        return reply
 
     async def run(self) -> None:
         while True:
@@ -166,6 +197,7 @@ class Ownership:
             yield self
         finally:
             await tasks.stop(task)
+            self._signal_stop(self.owned())
             for partition in self.owned():
                 with contextlib.suppress(RedisError):
                     await self.hand_back(partition)
