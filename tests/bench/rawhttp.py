@@ -33,12 +33,18 @@ async def _answer(reader: asyncio.StreamReader) -> int:
 
 
 async def run(
-    host: str, port: int, requests: Iterable[bytes], connections: int, rate: float | None = None
+    host: str,
+    port: int,
+    requests: Iterable[bytes],
+    connections: int,
+    rate: float | None = None,
+    answered: dict[int, tuple[int, float]] | None = None,
 ) -> tuple[list[float], list[int]]:
     """Send ``requests`` over ``connections`` keep-alive connections; latencies and statuses.
 
     With ``rate``, requests start on a fixed schedule (open loop), so latency
-    includes any queueing the server causes.
+    includes any queueing the server causes. ``answered``, if given, gets each
+    request's index mapped to its status and ``time.monotonic()`` at its answer.
     """
     queue = list(requests)
     latencies: list[float] = []
@@ -59,7 +65,10 @@ async def run(
                         await asyncio.sleep(wait)
                 t0 = time.perf_counter() if rate is None else max(due, started)
                 writer.write(queue[mine])
-                statuses.append(await _answer(reader))
+                status = await _answer(reader)
+                if answered is not None:
+                    answered[mine] = (status, time.monotonic())
+                statuses.append(status)
                 latencies.append(time.perf_counter() - t0)
         finally:
             writer.close()
