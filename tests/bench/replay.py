@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import resource
 import time
 from collections import defaultdict
 from typing import Any
@@ -83,9 +82,22 @@ async def _replay(url: str, fold: str, share: tuple[int, int] = (0, 1)) -> tuple
     return users, events
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since it began (VmHWM).
+
+    Not ``ru_maxrss``: Linux carries that across the exec of a spawned
+    child, so a child would report its parent's size when it forked.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
 def _child(url: str, fold: str, share: tuple[int, int], out: Any) -> None:
     users, events = asyncio.run(_replay(url, fold, share))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     out.send((users, events, peak_mb))
 
 
