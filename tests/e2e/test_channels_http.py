@@ -28,6 +28,7 @@ from shared.auth import issue
 from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
 from tests.integration.events_factory import make_change, make_started
+from tests.ready import wait_ready
 from tests.webhook_receiver import Receiver, receiver_factory
 
 SECRET = "channels-e2e-secret"
@@ -74,15 +75,8 @@ class Channels:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("channels process did not become ready")
+        wait_ready(self.url, self.process, timeout=20)
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, nothing flushed, leases left in Redis."""

@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -24,6 +23,7 @@ from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
 from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
+from tests.ready import wait_ready
 
 pytestmark = pytest.mark.fault
 
@@ -48,16 +48,8 @@ def _start(url: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "the prescriber exited on start"
-        assert time.monotonic() < deadline, "the prescriber did not get ready"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
+    wait_ready(f"http://127.0.0.1:{port}", process, timeout=60)
+    return process
 
 
 def _write(url: str, events: list[Input], done: threading.Event) -> None:
