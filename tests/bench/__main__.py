@@ -48,7 +48,8 @@ def write(path: Path = Path("docs/BENCHMARKS.md")) -> None:
         "",
         f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Medians of "
         "several runs (min-max in brackets); the machine is shared and noisy, so compare "
-        "the ratios to raw Redis measured in the same run.",
+        "the ratios to raw Redis measured in the same run. What the profiles show and "
+        "what was tuned: [PERFORMANCE.md](PERFORMANCE.md).",
         "",
         *_machine(),
         "",
