@@ -124,13 +124,21 @@ class Ownership:
         self._readers[partition] = _Reader(task, stop)
 
     async def _stop(self, partition: int, *, save: bool) -> None:
+        """Stop the partition's reader; with ``save`` (a hand-back) it finishes its batch first.
+
+        A lost lease ends the reader's right to handle at once; a lease still
+        held stays valid until the reader is done, so a batch it has read is
+        handled and acknowledged rather than left pending.
+        """
         reader = self._readers.pop(partition)
-        self._valid_until.pop(partition, None)
+        if not save:
+            self._valid_until.pop(partition, None)
         reader.stop.set()
         try:
             await asyncio.wait_for(asyncio.shield(reader.task), self.stop_timeout)
         except TimeoutError:
             await tasks.stop(reader.task)
+        self._valid_until.pop(partition, None)
         keys = self.consumer.keys
         await self.consumer.processor.evict(lambda user: keys.partition(user) == partition, save)
 
