@@ -29,6 +29,7 @@ from shared.auth import issue
 from shared.redis_server import free_port
 from shared.settings import Settings
 from shared.store import MemoryStore
+from tests.ready import wait_ready
 from tests.redis_server import RedisEndpoint
 
 SECRET = "log-hygiene-secret-3f9c2a"
@@ -68,18 +69,7 @@ class Services:
                 argv = [sys.executable, "-m", module]
                 self.processes.append(subprocess.Popen(argv, env=env, stdout=out, stderr=out))
         for url in (self.ingest_url, self.clinic_url):
-            self._wait_ready(url)
-
-    def _wait_ready(self, url: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{url} not ready")
+            wait_ready(url)
 
     def wait_for(self, text: str, timeout: float = 15) -> None:
         """Until some process has written ``text`` (log lines trail the answers)."""
