@@ -8,8 +8,10 @@ slot, so one broker consumes every partition wherever it lives.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from shared.redis_store import is_cluster_url, node_url
@@ -22,4 +24,22 @@ def broker_for(url: str, **options: Any) -> RedisBroker:
     return RedisBroker(url, **options)
 
 
-__all__ = ["broker_for"]
+async def raw_entries(
+    message: Mapping[str, Any],
+    original: Callable[[Mapping[str, Any]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """A batch stream parser that leaves the entries as Redis returned them.
+
+    FastStream's own decodes every entry's ``data`` as JSON and encodes the
+    list again as the message body. The channels read the entries from
+    ``msg.raw_message["data"]`` and decode them with ``shared.codec``, so this
+    parser hands FastStream an empty batch to build the message from (ids,
+    channel and ack stay the same) and puts the real entries back: the body is
+    ``[]``, and no entry is parsed twice.
+    """
+    parsed = await original({**message, "data": []})
+    parsed.raw_message = message
+    return parsed
+
+
+__all__ = ["broker_for", "raw_entries"]

@@ -17,6 +17,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from services.channels.dispatcher import GROUP, Dispatcher
+from shared.broker import raw_entries
 from shared.keys import Keys
 
 log = structlog.get_logger("backtrack.channel.webhook")
@@ -52,7 +53,7 @@ def subscribe_webhook_channel(
         )
         handler = _handler(dispatcher)
         handler.__name__ = f"webhook_changes_p{partition:02d}"
-        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)(handler)
+        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL, parser=raw_entries)(handler)
 
 
 def _handler(dispatcher: Dispatcher) -> Any:

@@ -14,6 +14,7 @@ from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 
 from shared import codec
+from shared.broker import raw_entries
 from shared.events import PrescriptionChanged
 from shared.keys import Keys
 
@@ -33,7 +34,9 @@ def subscribe_log_channel(broker: RedisBroker, keys: Keys, consumer: str) -> Non
             max_records=200,
             polling_interval=100,
         )
-        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)(_log_handler(partition))
+        broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL, parser=raw_entries)(
+            _log_handler(partition)
+        )
 
 
 def _log_handler(partition: int) -> Any:
