@@ -9,6 +9,10 @@
 -- Returns {"duplicate", position} if the event_id was stored already, else
 -- {"accepted", position}: position is the id of the new history entry.
 --
+-- The feed entry carries the event's fields plus 'pos' (its history position)
+-- and 'prev' (the history entry before it, '0-0' for the first), so a reader
+-- whose state is already at 'prev' can fold the event without reading history.
+--
 -- Redis runs a script atomically but does NOT roll back writes made before an
 -- error. So the script does every check that could fail before its first write:
 -- reads and validation first (GET on the dedupe key, TYPE of both streams, the
@@ -39,6 +43,12 @@ for i = 2, 3 do
   end
 end
 
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if last[1] then
+  prev = last[1][1]
+end
+
 local fields = {}
 for i = 2, n - 1 do
   fields[#fields + 1] = ARGV[i]
@@ -46,7 +56,7 @@ end
 
 -- Checks done; from here on nothing fails, so nothing is ever half-written.
 local position = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('XADD', KEYS[3], '*', 'pos', position, unpack(fields))
+redis.call('XADD', KEYS[3], '*', 'pos', position, 'prev', prev, unpack(fields))
 redis.call('SET', KEYS[1], position, 'EX', ARGV[1])
 local clinic = ARGV[n]
 if KEYS[4] and clinic ~= '' then

@@ -131,38 +131,10 @@ def _decode(data: bytes | str) -> Event:
         raise DecodeError(f"not valid UTF-8: {exc}") from None
 
 
-class Recent:
-    """Decodes stream entries, remembering a bounded number of recent payloads.
-
-    The prescriber decodes each feed entry to check it, then reads the same
-    event from the user's history: the second decode of the same bytes is a
-    lookup. A hit is forgotten (each payload is expected twice at most) and
-    the oldest payloads go first past ``size``. Events are frozen, so handing
-    out one instance twice is safe. Errors are not remembered.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._events: dict[bytes | str, Event] = {}
-
-    def from_fields(self, fields: Mapping[Any, Any]) -> Event:
-        data = _data(fields)
-        event = self._events.pop(data, None)
-        if event is None:
-            event = self._events[data] = _decode(data)
-            if len(self._events) > self.size:
-                del self._events[next(iter(self._events))]
-        return event
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-
 __all__ = [
     "CURRENT_VERSION",
     "UPCASTERS",
     "DecodeError",
-    "Recent",
     "dumps",
     "from_fields",
     "from_raw",

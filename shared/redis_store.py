@@ -13,7 +13,7 @@ retry answers ``duplicate`` with the original position).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from hashlib import sha1
 from importlib.resources import files
@@ -25,9 +25,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from shared.codec import DecodeError, Recent, from_fields, to_fields
+from shared.codec import DecodeError, from_fields, to_fields
 from shared.events import (
-    Event,
     Input,
     PainLogged,
     PrescriptionChanged,
@@ -153,8 +152,8 @@ def _lower(after: str) -> str:
     return "-" if after in ("", "-", "0", "0-0") else f"({after}"
 
 
-def _as_input(fields: dict[Any, Any], decode: Callable[[Any], Event] = from_fields) -> Input:
-    event = decode(fields)
+def _as_input(fields: dict[Any, Any]) -> Input:
+    event = from_fields(fields)
     if not isinstance(event, _INPUTS):
         raise DecodeError(f"{event.type} found in a user history")
     return event
@@ -192,18 +191,12 @@ class RedisStore:
         redis: Redis,
         partitions: int = 16,
         dedupe_ttl: int = DEFAULT_DEDUPE_TTL,
-        recent: Recent | None = None,
     ) -> None:
         if dedupe_ttl < 1:
             raise ValueError("dedupe_ttl must be at least 1 second")
         self.redis = redis
         self.keys = Keys(partitions)
         self.dedupe_ttl = dedupe_ttl
-        #: history reads decode through this memo when given (see ``codec.Recent``)
-        self.recent = recent
-        self._decode: Callable[[Any], Event] = (
-            recent.from_fields if recent is not None else from_fields
-        )
 
     # -- writes -----------------------------------------------------------
 
@@ -318,7 +311,7 @@ class RedisStore:
             entries: Any = await self.redis.xrange(
                 self.keys.history(user_id), _lower(after), "+", count
             )
-        return [(_text(pos), _as_input(fields, self._decode)) for pos, fields in entries]
+        return [(_text(pos), _as_input(fields)) for pos, fields in entries]
 
     async def histories(
         self, cursors: Sequence[tuple[str, str]], until: Sequence[str | None] | None = None
@@ -332,8 +325,7 @@ class RedisStore:
             for (user_id, after), end in zip(cursors, ends, strict=True):
                 pipe.xrange(self.keys.history(user_id), _lower(after), end or "+")
             replies: list[Any] = await pipe.execute()
-        decode = self._decode
-        return [[(_text(pos), _as_input(fields, decode)) for pos, fields in r] for r in replies]
+        return [[(_text(pos), _as_input(fields)) for pos, fields in r] for r in replies]
 
     async def prescriptions(
         self, user_id: str, after: str = "0-0"

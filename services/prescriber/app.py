@@ -29,7 +29,6 @@ from services.prescriber.metrics import StreamMetrics
 from services.prescriber.ownership import Ownership
 from services.prescriber.processor import Processor
 from services.prescriber.reclaimer import Reclaimer
-from shared import codec
 from shared.access_log import CanonicalLog
 from shared.broker import broker_for
 from shared.keys import Keys
@@ -52,18 +51,11 @@ def create_app(settings: Settings, rules: engine.RuleSet = engine.DEFAULT_RULES)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(url)
         keys = Keys(settings.partitions)
-        # feed entries and then the same events' history entries decode once
-        recent = codec.Recent()
         store = RedisStore(
-            redis,
-            partitions=settings.partitions,
-            dedupe_ttl=settings.dedupe_ttl_seconds,
-            recent=recent,
+            redis, partitions=settings.partitions, dedupe_ttl=settings.dedupe_ttl_seconds
         )
         processor = Processor(store, rules, snapshot_every=settings.snapshot_every)
-        consumer = FeedConsumer(
-            redis, processor, keys, settings.max_deliveries, decode=recent.from_fields
-        )
+        consumer = FeedConsumer(redis, processor, keys, settings.max_deliveries)
         name = instance_name()
         registry = app.state.registry
         broker = broker_for(

@@ -20,11 +20,13 @@ the changes emitted, their versions and their ids are the same. That is what
 lets a rebuild, which sees the history as one sequence, reproduce live output.
 
 Refolds are cheap here: the events folded so far are kept in fold order with
-a state every ``CHECKPOINT`` events, so a late event refolds only from the
-checkpoint before its place, not from the first event. This relies on two
-properties of the engine, pinned by tests: ``replay`` is ``evolve`` over the
-unique events in (occurred_at, event_id) order from ``initial``, and
-``evolve`` never reads ``last`` (what emit adds to the state).
+a state every ``CHECKPOINT`` events (a ``Timeline``), so a late event refolds
+only from the checkpoint before its place, not from the first event. A
+caller may keep the timeline a fold returns and pass it back for the same
+user's next late event. This relies on two properties of the engine, pinned
+by tests: ``replay`` is ``evolve`` over the unique events in (occurred_at,
+event_id) order from ``initial``, and ``evolve`` never reads ``last`` (what
+emit adds to the state).
 """
 
 from __future__ import annotations
@@ -44,11 +46,17 @@ CHECKPOINT = 32
 
 @dataclass(frozen=True, slots=True)
 class Folded:
-    """The state after some arrivals, the changes they emitted, and how many refolds."""
+    """The state after some arrivals, the changes they emitted, and how many refolds.
+
+    ``timeline`` holds every event folded into ``state`` if a refold built
+    one (else None): pass it as ``earlier`` to fold the same user's next
+    arrivals, and the next refold starts from its checkpoints.
+    """
 
     state: engine.State
     changes: list[PrescriptionChanged]
     refolds: int = 0
+    timeline: Timeline | None = None
 
 
 def _order(event: Input) -> tuple[datetime, UUID]:
@@ -75,14 +83,20 @@ class Timeline:
         if len(self.events) == len(self.states) * CHECKPOINT:
             self.states.append(state)
 
-    def insert(self, event: Input, last: PrescriptionChanged | None) -> engine.State:
-        """Insert a late event and return what ``engine.replay`` of everything gives."""
-        if event.event_id not in self.ids:  # replay folds each event_id once
+    def add(self, events: Iterable[Input]) -> None:
+        """Place events folded elsewhere in fold order; checkpoints after them go stale."""
+        for event in events:
+            if event.event_id in self.ids:  # replay folds each event_id once
+                continue
             self.ids.add(event.event_id)
             place = bisect_right(self.keys, _order(event))
             self.events.insert(place, event)
             self.keys.insert(place, _order(event))
             del self.states[place // CHECKPOINT + 1 :]
+
+    def insert(self, event: Input, last: PrescriptionChanged | None) -> engine.State:
+        """Insert a late event and return what ``engine.replay`` of everything gives."""
+        self.add((event,))
         start = len(self.states) - 1
         state = self.states[start]
         for i in range(start * CHECKPOINT, len(self.events)):
@@ -95,16 +109,18 @@ class Timeline:
 def fold_arrivals(
     state: engine.State,
     events: Sequence[Input],
-    earlier: Sequence[Input] | None,
+    earlier: Sequence[Input] | Timeline | None,
     rules: engine.RuleSet = engine.DEFAULT_RULES,
 ) -> Folded | None:
     """Fold ``events`` (arrival order) into ``state`` the way live processing does.
 
-    ``earlier`` is every event already folded into ``state``, in arrival order;
-    it is read only when a late event needs a refold. Passing None says "not
-    fetched yet": the answer is then None if a refold turns out to be needed,
-    and the caller fetches the earlier history and calls again (pure, so the
-    second call redoes the first's work exactly).
+    ``earlier`` is every event already folded into ``state``: in arrival
+    order, or as the ``Timeline`` an earlier fold returned (which this fold
+    then extends: it must not be used again unless returned). It is read only
+    when a late event needs a refold. Passing None says "not fetched yet": the
+    answer is then None if a refold turns out to be needed, and the caller
+    fetches the earlier history and calls again (the first call changed
+    nothing, so the second redoes its work exactly).
     """
     changes: list[PrescriptionChanged] = []
     timeline: Timeline | None = None
@@ -115,7 +131,11 @@ def fold_arrivals(
             if earlier is None:
                 return None
             if timeline is None:
-                timeline = Timeline(state.user_id, [*earlier, *events[:i]], rules)
+                if isinstance(earlier, Timeline):
+                    timeline = earlier
+                    timeline.add(events[:i])
+                else:
+                    timeline = Timeline(state.user_id, [*earlier, *events[:i]], rules)
             folded = timeline.insert(event, state.last)
             folded, change = engine.emit(folded, event.event_id, rules)
             refolds += 1
@@ -124,7 +144,10 @@ def fold_arrivals(
         state = folded
         if change is not None:
             changes.append(change)
-    return Folded(state, changes, refolds)
+    if timeline is None and isinstance(earlier, Timeline):
+        earlier.add(events)  # no refold: the timeline still follows the state
+        timeline = earlier
+    return Folded(state, changes, refolds, timeline)
 
 
 def fold_history(

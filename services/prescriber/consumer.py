@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.prescriber.processor import Processor
+from services.prescriber.processor import Fed, Processor
 from shared import codec
-from shared.events import Event
+from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -47,32 +47,32 @@ async def ensure_groups(redis: Redis, streams: Sequence[str], group: str) -> Non
                 raise
 
 
-def _readable(
-    fields: Mapping[Any, Any], decode: Callable[[Mapping[Any, Any]], Event]
-) -> tuple[str | None, str]:
-    """The entry's user if it holds a valid event, else None and the reason.
+def _readable(fields: Mapping[Any, Any]) -> tuple[Input | None, str]:
+    """The entry's event if it holds a valid input event for its user, else None and why.
 
     Decoding the whole event here (not just its user) is what sends poison to
-    the dead letters at once; the history read after it reuses the decode.
+    the dead letters at once; the processor then folds this decode.
     """
     user = fields.get(b"user_id", fields.get("user_id"))
     if user is None:
         return None, "feed entry has no user_id"
     try:
-        event = decode(fields)
+        event = codec.from_fields(fields)
     except ValueError as exc:  # DecodeError and pydantic's ValidationError
         return None, f"unreadable feed entry: {str(exc)[:500]}"
+    if isinstance(event, PrescriptionChanged):
+        return None, f"feed entry holds a {event.type}, not an input event"
     if event.user_id != _text(user):
         return None, "feed entry user_id does not match its event"
-    return event.user_id, ""
+    return event, ""
 
 
-def _position(fields: Mapping[Any, Any]) -> str | None:
-    """The history position a feed entry announces, or None if it names none."""
-    pos = fields.get(b"pos", fields.get("pos"))
-    if pos is None:
+def _position(fields: Mapping[Any, Any], name: bytes) -> str | None:
+    """A history position the feed entry names (``pos`` or ``prev``), or None."""
+    value = fields.get(name, fields.get(name.decode()))
+    if value is None:
         return None
-    text = _text(pos)
+    text = _text(value)
     return text if _STREAM_ID.fullmatch(text) else None
 
 
@@ -92,15 +92,12 @@ class FeedConsumer:
         processor: Processor,
         keys: Keys,
         max_deliveries: int = 5,
-        decode: Callable[[Mapping[Any, Any]], Event] = codec.from_fields,
     ) -> None:
         self.redis = redis
         self.processor = processor
         self.keys = keys
         self.max_deliveries = max_deliveries
         self._locks = [asyncio.Lock() for _ in range(keys.partitions)]
-        #: the store's ``codec.Recent`` here saves decoding each event twice
-        self._decode = decode
 
     async def handle(
         self, partition: int, entries: Sequence[Entry], *, ack: bool = True
@@ -113,19 +110,18 @@ class FeedConsumer:
         feed = self.keys.feed(partition)
         done: list[bytes] = []
         by_user: dict[str, list[bytes]] = {}
-        until: dict[str, str | None] = {}
+        fed: dict[str, list[Fed]] = {}
         for entry_id, fields in entries:
-            user, error = _readable(fields, self._decode)
-            if user is None:
+            event, error = _readable(fields)
+            if event is None:
                 await self.dead_letter(feed, entry_id, fields, error)
                 done.append(entry_id)
                 continue
-            by_user.setdefault(user, []).append(entry_id)
-            # the history up to the last event announced: what follows has its own entries
-            if until.get(user, "") is not None:
-                until[user] = _position(fields)
+            by_user.setdefault(event.user_id, []).append(entry_id)
+            item = Fed(event, _position(fields, b"pos"), _position(fields, b"prev"))
+            fed.setdefault(event.user_id, []).append(item)
         async with self._locks[partition]:
-            failed = await self.processor.process_batch(list(by_user), until)
+            failed = await self.processor.process_batch(list(by_user), fed)
             for user_id, ids in by_user.items():
                 if user_id in failed:
                     error = type(failed[user_id]).__name__

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from services.prescriber import engine
-from services.prescriber.arrivals import fold_arrivals
+from services.prescriber.arrivals import Timeline, fold_arrivals
 from shared.events import Input, PrescriptionChanged
 from shared.store import EventStore, Snapshot
 
@@ -39,6 +39,88 @@ class Cursor:
     unsaved: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Fed:
+    """An event as its feed entry carried it, with the history positions the entry names.
+
+    ``position`` is the event's own history entry, ``previous`` the entry
+    before it (``0-0`` for a user's first); either is None if not named.
+    """
+
+    event: Input
+    position: str | None
+    previous: str | None
+
+
+def _continuing(position: str, fed: Sequence[Fed]) -> list[tuple[str, Input]] | None:
+    """The fed events as history entries, if they continue exactly from ``position``.
+
+    That is, the first names ``position`` as the entry before it and each
+    next one names the one before: then they are the history after
+    ``position``, and no read is needed. Otherwise None.
+    """
+    if not fed:
+        return None
+    entries: list[tuple[str, Input]] = []
+    for item in fed:
+        if item.position is None or item.previous != position:
+            return None
+        position = item.position
+        entries.append((position, item.event))
+    return entries
+
+
+def _announced(fed: Sequence[Fed]) -> str | None:
+    """How far to read a history: the last fed position, or None (to its end)."""
+    if not fed or any(item.position is None for item in fed):
+        return None
+    return fed[-1].position
+
+
+class Timelines:
+    """Users' refold timelines, least recently used first out, within ``events`` events.
+
+    A late event refolds its user's history from the timeline's checkpoint
+    before its place; without a kept timeline the history is read from the
+    start and folded from the first event. Devices that sync late send late
+    events in runs, so the next one usually finds its user's timeline here.
+    """
+
+    def __init__(self, events: int) -> None:
+        self.limit = events
+        self.events = 0
+        self._kept: OrderedDict[str, tuple[str, Timeline]] = OrderedDict()
+
+    def take(self, user_id: str) -> tuple[str, Timeline] | None:
+        """The user's timeline and the position it reaches, removed (None if none)."""
+        kept = self._kept.pop(user_id, None)
+        if kept is not None:
+            self.events -= len(kept[1].events)
+        return kept
+
+    def put(self, user_id: str, position: str, timeline: Timeline) -> None:
+        """Keep ``timeline``, which holds the user's events up to ``position``."""
+        self.take(user_id)
+        self._kept[user_id] = (position, timeline)
+        self.events += len(timeline.events)
+        while self.events > self.limit and self._kept:
+            _, (_, oldest) = self._kept.popitem(last=False)
+            self.events -= len(oldest.events)
+
+    def drop(self, belongs: Callable[[str], bool]) -> None:
+        """Forget the timelines of the users ``belongs`` picks."""
+        for user_id in [user_id for user_id in self._kept if belongs(user_id)]:
+            self.take(user_id)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+def _key(position: str) -> tuple[int, int]:
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
+
+
 @dataclass(slots=True)
 class _Step:
     """A user's fold of new entries, not yet stored: where the cursor will move."""
@@ -49,6 +131,7 @@ class _Step:
     position: str
     changes: list[PrescriptionChanged]
     unsaved: int
+    timeline: Timeline | None = None
 
 
 class Processor:
@@ -60,12 +143,15 @@ class Processor:
         rules: engine.RuleSet = engine.DEFAULT_RULES,
         snapshot_every: int = 50,
         cache_size: int = 20_000,
+        timeline_events: int = 5_000,
     ) -> None:
         self.store = store
         self.rules = rules
         self.snapshot_every = snapshot_every
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Cursor] = OrderedDict()
+        #: the timelines of users with recent late events, by the position each reaches
+        self._timelines = Timelines(timeline_events)
 
     async def process_users(self, user_ids: Sequence[str]) -> list[PrescriptionChanged]:
         """Bring each user up to date with their history; return the changes emitted."""
@@ -75,30 +161,42 @@ class Processor:
         return emitted
 
     async def process_batch(
-        self, user_ids: Sequence[str], until: Mapping[str, str | None] | None = None
+        self, user_ids: Sequence[str], fed: Mapping[str, Sequence[Fed]] | None = None
     ) -> dict[str, Exception]:
         """Bring many users up to date in a few round trips, whatever their number.
 
-        One read fetches every user's new history (up to ``until[user]``, a
-        history position, where given), one write stores every change the
-        batch emits, one more the snapshots that fell due. Returns the users
-        that failed, with their error; the others are done. A failed read or
-        write fails every user it was for.
+        ``fed`` holds, per user, the events their feed entries carried. Where
+        they continue the history exactly from the user's position, they are
+        folded as they are; the other users' new history is read in one round
+        trip (up to the last position their feed entries announce). One write
+        stores every change the batch emits, one more the snapshots that fell
+        due. Returns the users that failed, with their error; the others are
+        done. A failed read or write fails every user it was for.
         """
         users = list(dict.fromkeys(user_ids))
-        ends = [(until or {}).get(user_id) for user_id in users]
+        fed = fed or {}
+        news: dict[str, list[tuple[str, Input]]] = {}
         try:
             cursors = [await self._cursor(user_id) for user_id in users]
-            news = await self.store.histories(
-                [(u, c.position) for u, c in zip(users, cursors, strict=True)], ends
-            )
+            reads: list[tuple[str, str]] = []
+            ends: list[str | None] = []
+            for user_id, cursor in zip(users, cursors, strict=True):
+                entries = _continuing(cursor.position, fed.get(user_id, ()))
+                if entries is not None:
+                    news[user_id] = entries
+                else:
+                    reads.append((user_id, cursor.position))
+                    ends.append(_announced(fed.get(user_id, ())))
+            if reads:
+                read = await self.store.histories(reads, ends)
+                news.update(zip((user_id for user_id, _ in reads), read, strict=True))
         except Exception as exc:
             return dict.fromkeys(users, exc)
         failed: dict[str, Exception] = {}
         steps: list[_Step] = []
-        for user_id, cursor, entries in zip(users, cursors, news, strict=True):
+        for user_id, cursor in zip(users, cursors, strict=True):
             try:
-                steps.append(await self._fold(user_id, cursor, entries))
+                steps.append(await self._fold(user_id, cursor, news[user_id]))
             except Exception as exc:
                 failed[user_id] = exc
         try:
@@ -124,9 +222,12 @@ class Processor:
             earlier = await self._earlier(user_id, cursor.position)
             folded = fold_arrivals(cursor.state, events, earlier, self.rules)
             assert folded is not None
-            log.debug("user_refolded", user_id=user_id, events=len(earlier) + len(events))
+            log.debug("user_refolded", user_id=user_id, refolds=folded.refolds)
         unsaved = self.snapshot_every if folded.refolds else cursor.unsaved + len(events)
-        return _Step(user_id, cursor, folded.state, entries[-1][0], folded.changes, unsaved)
+        position = entries[-1][0]
+        return _Step(
+            user_id, cursor, folded.state, position, folded.changes, unsaved, folded.timeline
+        )
 
     async def _commit(self, steps: Sequence[_Step]) -> None:
         """Store the steps' changes, then move their cursors, then save snapshots due."""
@@ -139,6 +240,8 @@ class Processor:
         for step in steps:
             cursor = step.cursor
             cursor.state, cursor.position, cursor.unsaved = step.state, step.position, step.unsaved
+            if step.timeline is not None:
+                self._timelines.put(step.user_id, step.position, step.timeline)
             if cursor.unsaved >= self.snapshot_every:
                 due.append((step.user_id, cursor))
         if due:
@@ -146,8 +249,20 @@ class Processor:
             for _, cursor in due:
                 cursor.unsaved = 0
 
-    async def _earlier(self, user_id: str, position: str) -> list[Input]:
-        """The events at or before ``position``, in arrival order."""
+    async def _earlier(self, user_id: str, position: str) -> Timeline | list[Input]:
+        """The events at or before ``position``: a kept timeline if there is one, else read.
+
+        A timeline kept at an earlier position is brought up to ``position``
+        with the history entries between (history is never rewritten, so what
+        it holds stays true).
+        """
+        kept = self._timelines.take(user_id)
+        if kept is not None and _key(kept[0]) <= _key(position):
+            reached, timeline = kept
+            if reached != position:
+                [more] = await self.store.histories([(user_id, reached)], [position])
+                timeline.add(event for _, event in more)
+            return timeline
         if position in ("", "-", "0", "0-0"):
             return []
         [history] = await self.store.histories([(user_id, "0-0")], [position])
@@ -211,6 +326,7 @@ class Processor:
         the log and the snapshots, and a cache kept from an earlier ownership
         may lag what another owner did since.
         """
+        self._timelines.drop(belongs)
         chosen = [user_id for user_id in self._cache if belongs(user_id)]
         for user_id in chosen:
             cursor = self._cache.pop(user_id)

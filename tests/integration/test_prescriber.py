@@ -220,24 +220,95 @@ async def test_a_failed_write_moves_no_cursor_and_the_retry_emits_each_change_on
         assert _ids(await store.prescriptions(user)) == _ids(await once.prescriptions(user))
 
 
-async def test_a_batch_reads_history_up_to_what_its_feed_entries_announce(redis: Redis) -> None:
-    """The consumer folds a user's history only as far as the batch's feed entries reach.
+class _Reads(RedisStore):
+    """A RedisStore that records which histories are read, and how far."""
 
-    So each event is decoded once: the feed entry's decode is reused by the
-    history read, and nothing is left behind in the memo.
-    """
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, partitions=1)
+        self.reads: list[list[tuple[str, str, str | None]]] = []
+
+    async def histories(self, cursors: Any, until: Any = None) -> Any:
+        ends = until or [None] * len(cursors)
+        self.reads.append([(u, after, end) for (u, after), end in zip(cursors, ends, strict=True)])
+        return await super().histories(cursors, until)
+
+
+async def _handle(redis: Redis, keys: Keys, consumer: FeedConsumer, count: int) -> None:
+    [(_, entries)] = await redis.xreadgroup(GROUP, "c1", {keys.feed(0): ">"}, count=count)
+    await consumer.handle(0, entries)
+
+
+async def _in_one_pass(events: list[Input]) -> list[tuple[str, int, str]]:
+    """The changes one processor emits folding ``events`` all at once."""
+    memory = MemoryStore()
+    await memory.append_many(events)
+    await Processor(memory).process_user(events[0].user_id)
+    return _ids(await memory.prescriptions(events[0].user_id))
+
+
+async def test_feed_entries_that_continue_the_cursor_are_folded_without_a_history_read(
+    redis: Redis,
+) -> None:
+    """Each feed entry names the history entry before it: when that is where the
+    user's state stands, the events are folded as the feed carried them."""
     keys = Keys(1)
-    recent = codec.Recent()
-    store = RedisStore(redis, partitions=1, recent=recent)
+    store = _Reads(redis)
     await _group(redis, keys)
     events = _course("improver")[:10]
     positions = [r.position for r in await store.append_many(events)]
     processor = Processor(store)
-    consumer = FeedConsumer(redis, processor, keys, decode=recent.from_fields)
+    consumer = FeedConsumer(redis, processor, keys)
     user = events[0].user_id
     for start, end in ((0, 4), (4, 10)):
-        [(_, entries)] = await redis.xreadgroup(GROUP, "c1", {keys.feed(0): ">"}, count=end - start)
-        await consumer.handle(0, entries)
+        await _handle(redis, keys, consumer, end - start)
         assert (await processor._cursor(user)).position == positions[end - 1]
-        assert len(recent) == 0
+    assert store.reads == []
     assert (await redis.xpending(keys.feed(0), GROUP))["pending"] == 0
+    assert _ids(await store.prescriptions(user)) == await _in_one_pass(events)
+
+
+async def test_a_gap_before_the_batch_is_read_from_the_history_as_far_as_the_batch_reaches(
+    redis: Redis,
+) -> None:
+    """History the feed never announced lies between the cursor and the batch: it is
+    read from the log, up to the batch's last entry; the next batch continues."""
+    keys = Keys(1)
+    store = _Reads(redis)
+    await _group(redis, keys)
+    events = _course("improver")[:12]
+    user = events[0].user_id
+    for event in events[:3]:  # in the history, with no feed entries
+        await redis.xadd(keys.history(user), codec.to_fields(event))
+    positions = [r.position for r in await store.append_many(events[3:])]
+    processor = Processor(store)
+    consumer = FeedConsumer(redis, processor, keys)
+    await _handle(redis, keys, consumer, 4)
+    assert store.reads == [[(user, "0-0", positions[3])]]
+    assert (await processor._cursor(user)).position == positions[3]
+    await _handle(redis, keys, consumer, 5)
+    assert len(store.reads) == 1
+    assert (await processor._cursor(user)).position == positions[8]
+    assert _ids(await store.prescriptions(user)) == await _in_one_pass(events)
+
+
+async def test_feed_entries_that_name_no_previous_entry_are_read_from_the_history(
+    redis: Redis,
+) -> None:
+    """Feed entries written without ``prev`` (by earlier versions) still fold correctly."""
+    keys = Keys(1)
+    store = _Reads(redis)
+    await _group(redis, keys)
+    events = _course("improver")[:8]
+    user = events[0].user_id
+    positions = []
+    for event in events:
+        fields = codec.to_fields(event)
+        position = (await redis.xadd(keys.history(user), fields)).decode()
+        await redis.xadd(keys.feed(0), {"pos": position, **fields})
+        positions.append(position)
+    processor = Processor(store)
+    consumer = FeedConsumer(redis, processor, keys)
+    await _handle(redis, keys, consumer, 3)
+    await _handle(redis, keys, consumer, 5)
+    assert store.reads == [[(user, "0-0", positions[2])], [(user, positions[2], positions[7])]]
+    assert _ids(await store.prescriptions(user)) == await _in_one_pass(events)

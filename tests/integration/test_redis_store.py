@@ -92,28 +92,36 @@ def test_key_names_follow_the_layout() -> None:
     assert len(Keys(16).feeds()) == 16
 
 
-async def test_feed_entry_carries_pos_and_the_same_fields(
+async def test_feed_entry_carries_pos_prev_and_the_same_fields(
     redis_store: RedisStore, redis: Redis
 ) -> None:
-    """The partition feed entry has the history entry's fields plus pos = its position."""
-    event = make_started(clinic_id="clinic-a")
-    result = await redis_store.append(event)
+    """A feed entry has the history entry's fields, pos = its position, prev = the one before."""
+    first = make_started(clinic_id="clinic-a")
+    second = make_pain(3, 1)
+    results = [await redis_store.append(first), await redis_store.append(second)]
+    await redis_store.append(first)  # a duplicate writes no feed entry
     keys = redis_store.keys
-    [(hist_id, hist_fields)] = await redis.xrange(keys.history("u-1"))
-    [(_, feed_fields)] = await redis.xrange(keys.feed_of("u-1"))
-    assert hist_id.decode() == result.position
-    assert feed_fields.pop(b"pos").decode() == result.position
-    assert feed_fields == hist_fields
-    assert codec.from_fields(feed_fields) == event
-    assert set(hist_fields) == {b"type", b"event_id", b"user_id", b"data"}
+    history = await redis.xrange(keys.history("u-1"))
+    feed = await redis.xrange(keys.feed_of("u-1"))
+    assert [h.decode() for h, _ in history] == [r.position for r in results]
+    assert len(feed) == 2
+    for (_, feed_fields), (hist_id, hist_fields), prev, event in zip(
+        feed, history, ["0-0", results[0].position], [first, second], strict=True
+    ):
+        assert feed_fields.pop(b"prev").decode() == prev
+        assert feed_fields.pop(b"pos") == hist_id
+        assert feed_fields == hist_fields
+        assert codec.from_fields(feed_fields) == event
+        assert set(hist_fields) == {b"type", b"event_id", b"user_id", b"data"}
 
 
 async def test_rxfeed_entry_carries_pos(redis_store: RedisStore, redis: Redis) -> None:
-    """A PrescriptionChanged goes to the user's rx stream and the rxfeed with pos."""
+    """A PrescriptionChanged goes to the user's rx stream and the rxfeed with pos and prev."""
     change = make_change(1)
     result = await redis_store.append_change(change)
     [(_, fields)] = await redis.xrange(redis_store.keys.rxfeed_of("u-1"))
     assert fields.pop(b"pos").decode() == result.position
+    assert fields.pop(b"prev") == b"0-0"
     assert codec.from_fields(fields) == change
     assert await redis.xlen(redis_store.keys.feed_of("u-1")) == 0
 

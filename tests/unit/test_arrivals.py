@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from services.prescriber import engine
-from services.prescriber.arrivals import fold_arrivals, fold_history
+from services.prescriber.arrivals import Timeline, fold_arrivals, fold_history
 from shared import cohort
 from shared.events import Input, PrescriptionChanged
 
@@ -53,3 +54,40 @@ def test_refused_without_earlier_history_then_equal_with_it() -> None:
         assert resumed is not None
         assert resumed.state == whole.state
         assert head.changes + resumed.changes == whole.changes
+
+
+def test_a_kept_timeline_carries_refolds_across_batches() -> None:
+    """Folding in batches, each late event refolding from the timeline the previous
+    fold returned (extended with what came between), equals the plain rule."""
+    for chunk in (1, 3, 8):
+        for user_id, events in _users().items():
+            state, changes = engine.initial(user_id), []
+            kept = None  # the timeline and how many events it has seen
+            for start in range(0, len(events), chunk):
+                batch = events[start : start + chunk]
+                folded = fold_arrivals(state, batch, None)
+                if folded is None:
+                    if kept is None:
+                        earlier: Any = events[:start]
+                    else:
+                        timeline, seen = kept
+                        timeline.add(events[seen:start])
+                        earlier = timeline
+                    folded = fold_arrivals(state, batch, earlier)
+                    assert folded is not None
+                    assert folded.timeline is not None
+                if folded.timeline is not None:
+                    kept = (folded.timeline, start + len(batch))
+                state, changes = folded.state, changes + folded.changes
+            assert (state, changes) == _plain(user_id, events), (user_id, chunk)
+
+
+def test_timeline_add_places_events_in_fold_order_once() -> None:
+    """Events added out of order land sorted by (occurred_at, event_id), each id once."""
+    user_id, events = next((u, e) for u, e in _users().items() if len(e) > 40)
+    timeline = Timeline(user_id, events[:10], engine.DEFAULT_RULES)
+    timeline.add(reversed(events[5:40]))
+    assert timeline.events == sorted(
+        {e.event_id: e for e in events[:40]}.values(), key=lambda e: (e.occurred_at, e.event_id)
+    )
+    assert timeline.ids == {e.event_id for e in events[:40]}

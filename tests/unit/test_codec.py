@@ -176,29 +176,3 @@ def test_events_are_frozen() -> None:
     event = codec.loads((GOLDEN / "PainLogged.v1.json").read_bytes())
     with pytest.raises(ValidationError):
         event.score = 9  # type: ignore[misc,union-attr]
-
-
-def test_recent_decodes_once_per_payload_read_twice() -> None:
-    """codec.Recent hands the second read of the same bytes the event it decoded first."""
-    recent = codec.Recent(size=2)
-    fields = codec.to_fields(codec.loads((GOLDEN / "PainLogged.v2.json").read_bytes()))
-    as_redis = {k.encode(): v.encode() if isinstance(v, str) else v for k, v in fields.items()}
-    first = recent.from_fields(fields)
-    assert len(recent) == 1
-    assert recent.from_fields(as_redis) is first  # same bytes, so no second decode
-    assert len(recent) == 0  # a payload is expected twice at most
-    again = recent.from_fields(as_redis)
-    assert again == first
-    assert again is not first
-
-
-def test_recent_stays_within_its_size_and_remembers_no_errors() -> None:
-    """The oldest payloads are forgotten past ``size``; a bad entry raises every time."""
-    recent = codec.Recent(size=2)
-    for name in ("PainLogged.v2.json", "RehabStarted.v1.json", "SessionCompleted.v1.json"):
-        recent.from_fields({b"data": (GOLDEN / name).read_bytes()})
-    assert len(recent) == 2
-    for _ in range(2):
-        with pytest.raises(codec.DecodeError):
-            recent.from_fields({b"data": b"{"})
-    assert len(recent) == 2
