@@ -1,65 +1,99 @@
--- backtrack: idempotent, atomic append of one event (DESIGN.md invariants 2, 3, 5).
+-- backtrack: idempotent, atomic appends of events (DESIGN.md invariants 2, 3, 5).
 --
--- KEYS[1] dedupe key     bt:{pNN}:seen:<event_id>
--- KEYS[2] history stream bt:{pNN}:user:<user_id>   (or bt:{pNN}:rx:<user_id>)
--- KEYS[3] feed stream    bt:{pNN}:feed             (or bt:{pNN}:rxfeed)
--- KEYS[4] clinic key     bt:{pNN}:clinic:<user_id> (optional)
--- ARGV[1] dedupe TTL in seconds; ARGV[2 .. n-1] field, value pairs; ARGV[n] clinic id or ""
+-- One call appends one or more items, each as its own atomic unit, in order.
+-- All keys of a call share one partition's hash tag (Redis Cluster safe).
 --
--- Returns {"duplicate", position} if the event_id was stored already, else
--- {"accepted", position}: position is the id of the new history entry.
+-- KEYS, four per item:
+--   dedupe key     bt:{pNN}:seen:<event_id>
+--   history stream bt:{pNN}:user:<user_id>   (or bt:{pNN}:rx:<user_id>)
+--   feed stream    bt:{pNN}:feed             (or bt:{pNN}:rxfeed)
+--   clinic key     bt:{pNN}:clinic:<user_id> (written only if the item names a clinic)
+-- ARGV[1] dedupe TTL in seconds; then per item: n (the number of field and
+--   value arguments, even), those n arguments, and the clinic id or "".
+--
+-- Returns one reply per item: {"duplicate", position} if its event_id was
+-- stored already (by an earlier call or an earlier item of this one), else
+-- {"accepted", position}, position being the id of the new history entry; or
+-- {"error", message} if a key holds the wrong type (nothing written for it).
 --
 -- The feed entry carries the event's fields plus 'pos' (its history position)
 -- and 'prev' (the history entry before it, '0-0' for the first), so a reader
 -- whose state is already at 'prev' can fold the event without reading history.
 --
 -- Redis runs a script atomically but does NOT roll back writes made before an
--- error. So the script does every check that could fail before its first write:
--- reads and validation first (GET on the dedupe key, TYPE of both streams, the
--- TTL and argument shape), then the writes. After the checks the writes cannot
--- fail: XADD * always finds a new id, SET overwrites any type, and an OOM
--- refusal can only hit the first write of a script (Redis lets a script that
--- has written carry on), which is before anything was written. Stream writes
--- never use MAXLEN: history is never trimmed.
+-- error. So the arguments of every item are checked before the first write,
+-- and each item does its checks (GET on the dedupe key, TYPE of both streams)
+-- before its writes. After the checks the writes cannot fail: XADD * always
+-- finds a new id, SET overwrites any type, and an OOM refusal can only hit
+-- the first write of a script (Redis lets a script that has written carry
+-- on), which comes after its item's checks. Stream writes never use MAXLEN:
+-- history is never trimmed.
 
-local n = #ARGV
-if #KEYS < 3 or n < 4 or (n - 2) % 2 ~= 0 then
-  return redis.error_reply('ERR backtrack append: bad arguments')
+local function bad(why)
+  return redis.error_reply('ERR backtrack append: ' .. why)
 end
+
 local ttl = tonumber(ARGV[1])
 if not ttl or ttl < 1 or ttl ~= math.floor(ttl) then
-  return redis.error_reply('ERR backtrack append: bad ttl')
+  return bad('bad ttl')
+end
+local items = #KEYS / 4
+if items < 1 or items ~= math.floor(items) then
+  return bad('bad arguments')
 end
 
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  return {'duplicate', stored}
-end
-
-for i = 2, 3 do
-  local kind = redis.call('TYPE', KEYS[i])['ok']
-  if kind ~= 'none' and kind ~= 'stream' then
-    return redis.error_reply('WRONGTYPE backtrack append: ' .. KEYS[i] .. ' holds a ' .. kind)
+-- the argument shape of every item, before anything is written
+local starts = {}
+local a = 2
+for i = 1, items do
+  local n = tonumber(ARGV[a])
+  if not n or n < 2 or n % 2 ~= 0 or a + n + 1 > #ARGV then
+    return bad('bad arguments')
   end
+  starts[i] = a
+  a = a + n + 2
+end
+if a - 1 ~= #ARGV then
+  return bad('bad arguments')
 end
 
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local prev = '0-0'
-if last[1] then
-  prev = last[1][1]
+local replies = {}
+for i = 1, items do
+  local seen, history, feed, clinic_key = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+  local first = starts[i]
+  local n = tonumber(ARGV[first])
+  local reply = nil
+  local stored = redis.call('GET', seen)
+  if stored then
+    reply = {'duplicate', stored}
+  else
+    for _, key in ipairs({history, feed}) do
+      local kind = redis.call('TYPE', key)['ok']
+      if not reply and kind ~= 'none' and kind ~= 'stream' then
+        reply = {'error', 'WRONGTYPE backtrack append: ' .. key .. ' holds a ' .. kind}
+      end
+    end
+  end
+  if not reply then
+    local last = redis.call('XREVRANGE', history, '+', '-', 'COUNT', 1)
+    local prev = '0-0'
+    if last[1] then
+      prev = last[1][1]
+    end
+    local fields = {}
+    for j = first + 1, first + n do
+      fields[#fields + 1] = ARGV[j]
+    end
+    -- checks done; from here on nothing fails, so no item is ever half-written
+    local position = redis.call('XADD', history, '*', unpack(fields))
+    redis.call('XADD', feed, '*', 'pos', position, 'prev', prev, unpack(fields))
+    redis.call('SET', seen, position, 'EX', ARGV[1])
+    local clinic = ARGV[first + n + 1]
+    if clinic ~= '' then
+      redis.call('SET', clinic_key, clinic)
+    end
+    reply = {'accepted', position}
+  end
+  replies[i] = reply
 end
-
-local fields = {}
-for i = 2, n - 1 do
-  fields[#fields + 1] = ARGV[i]
-end
-
--- Checks done; from here on nothing fails, so nothing is ever half-written.
-local position = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('XADD', KEYS[3], '*', 'pos', position, 'prev', prev, unpack(fields))
-redis.call('SET', KEYS[1], position, 'EX', ARGV[1])
-local clinic = ARGV[n]
-if KEYS[4] and clinic ~= '' then
-  redis.call('SET', KEYS[4], clinic)
-end
-return {'accepted', position}
+return replies

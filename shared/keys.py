@@ -28,7 +28,7 @@ user's current one.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 PREFIX = "bt"
@@ -52,37 +52,41 @@ class Keys:
 
     partitions: int = 16
     dlq: ClassVar[str] = DLQ
+    #: ``bt:{pNN}`` of each partition, built once (ingest names four keys per event)
+    _bases: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ValueError("partitions must be at least 1")
+        bases = tuple(f"{PREFIX}:{hash_tag(p, self.partitions)}" for p in range(self.partitions))
+        object.__setattr__(self, "_bases", bases)
 
     def partition(self, user_id: str) -> int:
-        return partition(user_id, self.partitions)
+        return zlib.crc32(user_id.encode()) % self.partitions
 
     def tag(self, part: int) -> str:
         return hash_tag(part, self.partitions)
 
     def _base(self, user_id: str) -> str:
-        return f"{PREFIX}:{self.tag(self.partition(user_id))}"
+        return self._bases[zlib.crc32(user_id.encode()) % self.partitions]
 
     def history(self, user_id: str) -> str:
         return f"{self._base(user_id)}:user:{user_id}"
 
     def feed(self, part: int) -> str:
-        return f"{PREFIX}:{self.tag(part)}:feed"
+        return f"{self._bases[part]}:feed"
 
     def feed_of(self, user_id: str) -> str:
-        return self.feed(self.partition(user_id))
+        return f"{self._base(user_id)}:feed"
 
     def rx(self, user_id: str) -> str:
         return f"{self._base(user_id)}:rx:{user_id}"
 
     def rxfeed(self, part: int) -> str:
-        return f"{PREFIX}:{self.tag(part)}:rxfeed"
+        return f"{self._bases[part]}:rxfeed"
 
     def rxfeed_of(self, user_id: str) -> str:
-        return self.rxfeed(self.partition(user_id))
+        return f"{self._base(user_id)}:rxfeed"
 
     def snapshot(self, user_id: str) -> str:
         return f"{self._base(user_id)}:snap:{user_id}"

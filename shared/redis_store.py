@@ -1,11 +1,13 @@
 """The event store on Redis Streams (``EventStore`` in ``shared.store``).
 
-Every append is one call of ``append.lua`` (dedupe check, history XADD, feed
+Every append is done by ``append.lua`` (dedupe check, history XADD, feed
 XADD, dedupe key, clinic key), atomic on the server: no dual writes from
 Python, and every key it touches shares the partition's hash tag (Redis
-Cluster safe). History streams are never trimmed. Every read and write goes
-through ``shared.codec``. Any failure to reach Redis is raised as
-``StoreUnavailable``; because each append is one atomic script, an append that
+Cluster safe). A batch goes as one script call per partition (each event
+still atomic on its own), pipelined: a few commands instead of one per event.
+History streams are never trimmed. Every read and write goes through
+``shared.codec``. Any failure to reach Redis is raised as
+``StoreUnavailable``; because each event's append is atomic, an append that
 raised either happened entirely or not at all, and retrying it is safe (the
 retry answers ``duplicate`` with the original position).
 """
@@ -17,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from hashlib import sha1
 from importlib.resources import files
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -179,6 +181,29 @@ def _flat(fields: dict[str, bytes | str]) -> list[bytes | str]:
     return [item for pair in fields.items() for item in pair]
 
 
+class Item(NamedTuple):
+    """One event for the append script: its four keys, field/value arguments, clinic or ""."""
+
+    event_id: str
+    keys: list[str]
+    fields: list[bytes | str]
+    clinic: str
+
+
+#: the most items one script call appends (a script holds the server while it runs)
+CALL_ITEMS = 100
+
+
+def _appended(event_id: str, reply: Sequence[Any]) -> Appended:
+    """An ``Appended`` from the script's reply for one item."""
+    status = _text(reply[0])
+    if status == "error":
+        raise rx.ResponseError(_text(reply[1]))
+    if status not in ("accepted", "duplicate"):
+        raise rx.ResponseError(f"unexpected append reply {reply!r}")
+    return Appended(event_id, "accepted" if status == "accepted" else "duplicate", _text(reply[1]))
+
+
 class RedisStore:
     """``EventStore`` on one Redis (or Redis Cluster: keys are hash-tagged).
 
@@ -200,17 +225,50 @@ class RedisStore:
 
     # -- writes -----------------------------------------------------------
 
-    def _event_call(self, event: Input) -> list[Any]:
-        k, user = self.keys, event.user_id
-        keys = [k.seen(user, str(event.event_id)), k.history(user), k.feed_of(user)]
-        keys.append(k.clinic(user))
+    def _event_item(self, event: Input) -> Item:
+        k, user, event_id = self.keys, event.user_id, str(event.event_id)
+        keys = [k.seen(user, event_id), k.history(user), k.feed_of(user), k.clinic(user)]
         clinic = event.clinic_id if isinstance(event, RehabStarted) and event.clinic_id else ""
-        return [4, *keys, self.dedupe_ttl, *_flat(to_fields(event)), clinic]
+        return Item(event_id, keys, _flat(to_fields(event)), clinic)
 
-    def _change_call(self, change: PrescriptionChanged) -> list[Any]:
-        k, user = self.keys, change.user_id
-        keys = [k.seen(user, str(change.event_id)), k.rx(user), k.rxfeed_of(user)]
-        return [3, *keys, self.dedupe_ttl, *_flat(to_fields(change)), ""]
+    def _change_item(self, change: PrescriptionChanged) -> Item:
+        k, user, event_id = self.keys, change.user_id, str(change.event_id)
+        keys = [k.seen(user, event_id), k.rx(user), k.rxfeed_of(user), k.clinic(user)]
+        return Item(event_id, keys, _flat(to_fields(change)), "")
+
+    def _call(self, items: Sequence[Item]) -> list[Any]:
+        """The arguments after the script's SHA for one call appending ``items``."""
+        keys: list[Any] = []
+        args: list[Any] = [self.dedupe_ttl]
+        for item in items:
+            keys += item.keys
+            args += [len(item.fields), *item.fields, item.clinic]
+        return [len(keys), *keys, *args]
+
+    async def _append_items(self, items: Sequence[Item], users: Sequence[str]) -> list[Appended]:
+        """Append items (one per user in ``users``): one script call per partition, pipelined.
+
+        Each item is atomic on its own; a call takes at most ``CALL_ITEMS``,
+        so no single script holds the server long. Results come back in order.
+        """
+        by_partition: dict[int, list[int]] = {}
+        for i, user in enumerate(users):
+            by_partition.setdefault(self.keys.partition(user), []).append(i)
+        groups = [
+            indices[start : start + CALL_ITEMS]
+            for indices in by_partition.values()
+            for start in range(0, len(indices), CALL_ITEMS)
+        ]
+        calls = [self._call([items[i] for i in group]) for group in groups]
+        with _guard():
+            replies = await self._run(calls[0]) if len(calls) == 1 else await self._run_many(calls)
+        if len(calls) == 1:
+            replies = [replies]
+        results: list[Appended | None] = [None] * len(items)
+        for group, reply in zip(groups, replies, strict=True):
+            for i, answer in zip(group, reply, strict=True):
+                results[i] = _appended(items[i].event_id, answer)
+        return cast(list[Appended], results)
 
     async def _run(self, call: list[Any]) -> Any:
         try:
@@ -241,20 +299,10 @@ class RedisStore:
             todo = missing
         raise rx.NoScriptError("append script could not be loaded")
 
-    @staticmethod
-    def _appended(event_id: str, reply: Sequence[bytes | str]) -> Appended:
-        status = _text(reply[0])
-        if status not in ("accepted", "duplicate"):
-            raise rx.ResponseError(f"unexpected append reply {reply!r}")
-        return Appended(
-            event_id, "accepted" if status == "accepted" else "duplicate", _text(reply[1])
-        )
-
     async def append(self, event: Input) -> Appended:
         """Store one event atomically (dedupe, history, partition feed, clinic)."""
-        with _guard():
-            reply = await self._run(self._event_call(event))
-        return self._appended(str(event.event_id), reply)
+        [appended] = await self._append_items([self._event_item(event)], [event.user_id])
+        return appended
 
     async def append_many(self, events: Sequence[Input]) -> list[Appended]:
         """Store many events in one round trip, each atomically, results in order.
@@ -266,25 +314,20 @@ class RedisStore:
         """
         if not events:
             return []
-        if len(events) == 1:  # one EVALSHA costs less CPU than a pipeline of one
-            return [await self.append(events[0])]
-        with _guard():
-            replies = await self._run_many([self._event_call(e) for e in events])
-        return [self._appended(str(e.event_id), r) for e, r in zip(events, replies, strict=True)]
+        items = [self._event_item(e) for e in events]
+        return await self._append_items(items, [e.user_id for e in events])
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
         """Store a PrescriptionChanged once (its event_id dedupes) on rx + rxfeed."""
-        with _guard():
-            reply = await self._run(self._change_call(change))
-        return self._appended(str(change.event_id), reply)
+        [appended] = await self._append_items([self._change_item(change)], [change.user_id])
+        return appended
 
     async def append_changes(self, changes: Sequence[PrescriptionChanged]) -> list[Appended]:
         """Store many changes in one round trip, each once and atomically, results in order."""
         if not changes:
             return []
-        with _guard():
-            replies = await self._run_many([self._change_call(c) for c in changes])
-        return [self._appended(str(c.event_id), r) for c, r in zip(changes, replies, strict=True)]
+        items = [self._change_item(c) for c in changes]
+        return await self._append_items(items, [c.user_id for c in changes])
 
     async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
         """Replace the user's snapshot (one HSET: all fields or none)."""

@@ -181,12 +181,58 @@ async def test_wrong_type_history_leaves_nothing_written(
 
 
 async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None:
-    """A bad TTL or odd field list is refused before any write."""
+    """A bad TTL, field count or argument list (of any item) is refused before any write."""
     keys = ["bt:{p00}:seen:e", "bt:{p00}:user:u", "bt:{p00}:feed", "bt:{p00}:clinic:u"]
-    for args in (["0", "a", "b", ""], ["x", "a", "b", ""], ["60", "a", ""]):
+    good = ["2", "a", "b", ""]
+    for ttl, items in (
+        ("0", [good]),
+        ("x", [good]),
+        ("60", [["1", "a", ""]]),  # an odd field count
+        ("60", [["2", "a", "b"]]),  # no clinic argument
+        ("60", [good, ["4", "a", "b", ""]]),  # the second item runs short
+        ("60", [good, [*good, "extra"]]),  # arguments left over
+    ):
+        args = [ttl, *(arg for item in items for arg in item)]
         with pytest.raises(rx.ResponseError, match="backtrack append"):
-            await redis.eval(APPEND_LUA, 4, *keys, *args)
+            await redis.eval(APPEND_LUA, 4 * len(items), *keys * len(items), *args)
+    with pytest.raises(rx.ResponseError, match="backtrack append"):
+        await redis.eval(APPEND_LUA, 3, *keys[:3], "60", *good)  # not four keys per item
     assert await _key_count(redis) == 0
+
+
+async def test_a_batch_goes_as_one_script_call_per_partition(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """500 events of many users: a few EVALSHA calls, every event stored once, in order."""
+    events = [make_pain(i % 11, i, user_id=f"u-{i % 40}") for i in range(500)]
+    await redis.config_resetstat()
+    results = await redis_store.append_many([*events, events[3]])
+    assert [r.status for r in results] == ["accepted"] * 500 + ["duplicate"]
+    assert results[-1].position == results[3].position
+    stats = await redis.info("commandstats")
+    partitions = {redis_store.keys.partition(e.user_id) for e in events}
+    assert stats["cmdstat_evalsha"]["calls"] <= len(partitions) + 500 // 100
+    for user in {e.user_id for e in events}:
+        history = await redis_store.history(user)
+        assert [e for _, e in history] == [e for e in events if e.user_id == user]
+
+
+async def test_a_wrong_type_key_fails_only_its_own_item(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """In one call, the item whose history key is not a stream writes nothing; the others
+    are stored, and the batch raises so the client retries (the stored answer duplicate)."""
+    keys = redis_store.keys
+    users = [f"u-{i}" for i in range(200) if keys.partition(f"u-{i}") == 0][:3]
+    events = [make_pain(1, i, user_id=user) for i, user in enumerate(users)]
+    await redis.hset(keys.history(users[1]), "x", "y")
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        await redis_store.append_many(events)
+    assert await redis.exists(keys.seen(users[1], str(events[1].event_id))) == 0
+    assert [len(await redis_store.history(u)) for u in (users[0], users[2])] == [1, 1]
+    await redis.delete(keys.history(users[1]))
+    retried = await redis_store.append_many(events)
+    assert [r.status for r in retried] == ["duplicate", "accepted", "duplicate"]
 
 
 async def _key_count(redis: Redis) -> int:
