@@ -156,5 +156,19 @@ def _up(settings: Settings) -> int:
         stack.stop()
 
 
+def run() -> int:
+    """The ``backtrack`` command: ``main`` in a process of its own, its collector tuned.
+
+    A replay decodes and folds millions of short-lived objects; with the
+    services' collector settings (``shared.runtime``) it runs about 40% faster.
+    ``main`` itself leaves the collector alone, for callers in a process of
+    their own making.
+    """
+    from shared.runtime import tune_gc  # noqa: PLC0415
+
+    tune_gc()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -29,6 +29,7 @@ from shared import cohort
 from shared.codec import to_fields
 from shared.keys import Keys
 from shared.redis_server import RedisServer
+from shared.runtime import tune_gc
 from tests.bench.report import NOTES, ROWS, Row
 
 PARTITIONS = 16
@@ -96,6 +97,7 @@ def _peak_rss_mb() -> float:
 
 
 def _child(url: str, fold: str, share: tuple[int, int], out: Any) -> None:
+    tune_gc()  # as ``backtrack replay`` does
     users, events = asyncio.run(_replay(url, fold, share))
     peak_mb = _peak_rss_mb()
     out.send((users, events, peak_mb))
