@@ -204,6 +204,9 @@ def main(patients: int = 120) -> None:
                 "events/s",
                 lambda: asyncio.run(_fresh(url, ingest_batch(base, events))),
             )
+        # what the last batch run left in Redis: the log's memory per event
+        stored = asyncio.run(bytes_per_event(url, len(events)))
+        print("  Redis memory per stored event: " + _sizes(stored))
         rx = measure(
             "prescriber (one process, 16 partitions)",
             "events/s",
@@ -219,6 +222,25 @@ def main(patients: int = 120) -> None:
     NOTES.append(
         f"single-event ingest latency at 1,000 requests/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
     )
+    NOTES.append("Redis memory per stored event (MEMORY USAGE): " + _sizes(stored))
+
+
+async def bytes_per_event(url: str, events: int) -> dict[str, float]:
+    """MEMORY USAGE of every key, summed by kind (history, feed, dedupe), per event."""
+    client = connect(url)
+    kinds = {"user": "history", "feed": "feed", "seen": "dedupe key"}
+    total = dict.fromkeys(kinds.values(), 0.0)
+    async for key in client.scan_iter(count=1000):
+        kind = kinds.get(key.decode().split(":")[2])
+        if kind is not None:
+            total[kind] += await client.memory_usage(key, samples=0) or 0
+    await client.aclose()
+    return {kind: size / events for kind, size in total.items()}
+
+
+def _sizes(stored: dict[str, float]) -> str:
+    parts = ", ".join(f"{kind} {size:,.0f} B" for kind, size in stored.items())
+    return f"{sum(stored.values()):,.0f} B ({parts})"
 
 
 async def _fresh(url: str, work: Any) -> Any:
