@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     data_dir: str = ".backtrack"
     # replay rebuild / what-if / as-of serve progress on this port while they run (--metrics-port)
     replay_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # what-if and as-of over every user split the users between this many processes (--workers)
+    replay_workers: int = Field(default=1, ge=1, le=64)
     # notification channels (services/channels)
     channels_port: int = 8002
     webhook_backoff: tuple[float, ...] = Field(default=DEFAULT_BACKOFF, min_length=1)

@@ -74,6 +74,13 @@ def _replay_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
             metavar="PORT",
             help="serve progress on http://BACKTRACK_HOST:PORT/metrics while the run lasts",
         )
+    for sub in (whatif, asof):
+        sub.add_argument(
+            "--workers",
+            type=_workers,
+            metavar="N",
+            help="split the users between N processes (about one per core; default 1)",
+        )
 
 
 def _port(value: str) -> int:
@@ -82,8 +89,18 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"not a number of processes from 1 to 64: {value}")
+    return int(value)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {"redis_url": "redis_url", "metrics_port": "replay_metrics_port"}
+    flags = {
+        "redis_url": "redis_url",
+        "metrics_port": "replay_metrics_port",
+        "workers": "replay_workers",
+    }
     given = {field: getattr(args, flag, None) for flag, field in flags.items()}
     return Settings(**{field: value for field, value in given.items() if value})
 
@@ -93,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "tool", None) == "as-of" and args.user and args.metrics_port is not None:
         parser.error("--metrics-port watches a run over every user; as-of --user reads one")
+    if getattr(args, "tool", None) == "as-of" and args.user and args.workers is not None:
+        parser.error("--workers splits a run over every user; as-of --user reads one")
     settings = _settings(args)
     if args.command == "token":
         from shared.auth import issue  # noqa: PLC0415

@@ -10,9 +10,11 @@ metrics while they run, when given a port (``--metrics-port`` or
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 
 from services.replay.metrics import ReplayMetrics, serve
+from services.replay.workers import Job, in_workers
 from shared.keys import Keys
 from shared.redis_store import connect
 from shared.settings import Settings
@@ -143,6 +146,19 @@ async def _unfinished(redis: Redis, user: str | None) -> str | None:
     return last.decode() if status not in (b"done", None) else None
 
 
+async def _over(
+    redis: Redis,
+    settings: Settings,
+    job: Job,
+    users: Sequence[str],
+    advance: Callable[[int, int], None],
+) -> list[Any]:
+    """The job's answers over ``users``: one, in this process, or one per worker process."""
+    if settings.replay_workers <= 1:
+        return [await job.tool(redis, Keys(job.partitions), job.argument, users, advance)]
+    return in_workers(job, users, settings.replay_workers, advance)
+
+
 async def what_if(
     settings: Settings, pairs: Sequence[str], rules_file: str | None, out: str | None
 ) -> int:
@@ -154,8 +170,11 @@ async def what_if(
     async with _redis(settings) as redis:
         users = await scan.user_ids(redis, keys)
         total = await scan.total_events(redis, keys, users)
+        job = Job(whatif.what_if, settings.redis_url or "", settings.partitions, rules)
         with _watch(settings, "what-if", "what-if", len(users), total) as advance:
-            found = await whatif.what_if(redis, keys, rules, users, advance)
+            answers = await _over(redis, settings, job, users, advance)
+    order = {user: i for i, user in enumerate(users)}
+    found = sorted(chain.from_iterable(answers), key=lambda diff: order[diff.user_id])
     table = Table(title=f"{len(found)} of {len(users)} users would differ")
     for column in ("user", "phase now", "phase then", "how"):
         table.add_column(column)
@@ -177,8 +196,10 @@ async def as_of(settings: Settings, at: datetime, user: str | None, arrived: boo
         if user is None:
             users = await scan.user_ids(redis, keys)
             total = await scan.total_events(redis, keys, users)
+            job = Job(asof.phases_as_of, settings.redis_url or "", settings.partitions, at)
             with _watch(settings, "as-of", "as-of", len(users), total) as advance:
-                counts = await asof.phases_as_of(redis, keys, at, users, advance)
+                answers = await _over(redis, settings, job, users, advance)
+            counts = sum((Counter(answer) for answer in answers), Counter[str]())
             table = Table(title=f"phases as of {at.isoformat()}")
             table.add_column("phase")
             table.add_column("users", justify="right")
