@@ -31,6 +31,24 @@ SERVICES = {
 }
 
 
+def wait_ready(
+    base_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 30
+) -> None:
+    """Return once ``base_url/readyz`` answers 200; fail if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{base_url}: the process exited ({process.returncode}) on start")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{base_url} did not get ready within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 class Stack:
     def __init__(
         self, settings: Settings, quiet: bool = False, services: Sequence[str] = tuple(SERVICES)
@@ -79,18 +97,7 @@ class Stack:
             "channels": self.channels_url,
         }
         for name in self.services:
-            url = urls[name]
-            while True:
-                if self.processes[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} not ready after {timeout:.0f}s")
-                time.sleep(0.1)
+            wait_ready(urls[name], self.processes[name], max(deadline - time.monotonic(), 0.0))
 
     def wait(self) -> int:
         """Block until a service exits (or Ctrl-C); return its exit code."""

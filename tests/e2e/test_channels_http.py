@@ -24,11 +24,11 @@ import orjson
 import pytest
 from redis import Redis as SyncRedis
 
+from services.cli.stack import wait_ready
 from shared.auth import issue
 from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
 from tests.integration.events_factory import make_change, make_started
-from tests.ready import wait_ready
 from tests.webhook_receiver import Receiver, receiver_factory
 
 SECRET = "channels-e2e-secret"

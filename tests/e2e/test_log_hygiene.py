@@ -23,13 +23,12 @@ import orjson
 import pytest
 import structlog
 
-from services.cli.stack import SERVICES
+from services.cli.stack import SERVICES, wait_ready
 from services.logging_svc.app import create_app
 from shared.auth import issue
 from shared.redis_server import free_port
 from shared.settings import Settings
 from shared.store import MemoryStore
-from tests.ready import wait_ready
 from tests.redis_server import RedisEndpoint
 
 SECRET = "log-hygiene-secret-3f9c2a"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from services.cli.stack import wait_ready
 from services.prescriber import engine
 from services.prescriber.consumer import GROUP
 from shared import cohort
@@ -23,7 +24,6 @@ from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
 from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
-from tests.ready import wait_ready
 
 pytestmark = pytest.mark.fault
 
