@@ -2,10 +2,12 @@
 
 The log is written straight into the users' history streams (pipelined XADD
 of ``codec.to_fields``): 500 distinct simulated courses (``shared.cohort``,
-7 weeks each) reused under 20 user ids each. Then, in a fresh process (so
-its peak RSS is the replay's own), users are found with SCAN, their
-histories read with XRANGE in pages of 1,000 for 64 users per pipeline, decoded
-and folded one user at a time; nothing holds more than one group of users.
+7 weeks each) reused under 20 user ids each. Then the users are found with
+SCAN and split between one or two worker processes by the replay tools' own
+``services.replay.workers`` (what ``--workers`` does; a fresh process, so its
+peak RSS is the replay's own); each reads its histories with XRANGE in pages
+of 1,000 for 64 users per pipeline, decoded and folded one user at a time;
+nothing holds more than one group of users.
 
 Two folds are timed: ``engine.replay`` + ``decide`` (event-time order: what
 what-if and as-of do) and ``fold_history`` (arrival order with refolds: what
@@ -15,7 +17,6 @@ a rebuild does). Figures only; nothing is asserted.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 from collections import defaultdict
 from typing import Any
@@ -25,11 +26,11 @@ from redis.asyncio import Redis
 from services.prescriber import engine
 from services.prescriber.arrivals import fold_history
 from services.replay import scan
+from services.replay.workers import Job, in_workers
 from shared import cohort
 from shared.codec import to_fields
 from shared.keys import Keys
 from shared.redis_server import RedisServer
-from shared.runtime import tune_gc
 from tests.bench.report import NOTES, ROWS, Row
 
 PARTITIONS = 16
@@ -61,26 +62,21 @@ async def build_log(url: str) -> tuple[int, int]:
     return len(courses) * COPIES, total
 
 
-async def _replay(url: str, fold: str, share: tuple[int, int] = (0, 1)) -> tuple[int, int]:
-    """Fold every user of the partitions ``p % share[1] == share[0]``."""
-    keys = Keys(PARTITIONS)
-    redis = Redis.from_url(url)
-    users = events = 0
-    try:
-        ids = [
-            u for u in await scan.user_ids(redis, keys) if keys.partition(u) % share[1] == share[0]
-        ]
-        async for logs in scan.stream_histories(redis, keys, ids, group=64, page=1000):
-            for log in logs:
-                if fold == "rebuild":
-                    fold_history(log.user_id, log.events)
-                else:
-                    engine.decide(engine.replay(log.events))
-                users += 1
-                events += len(log.entries)
-    finally:
-        await redis.aclose()
-    return users, events
+async def _fold_share(
+    redis: Redis, keys: Keys, fold: str, users: list[str], on_progress: Any
+) -> tuple[int, float]:
+    """A worker's share: fold each user's history; (events, this process's peak RSS MB)."""
+    total = 0
+    async for logs in scan.stream_histories(redis, keys, users, group=64, page=1000):
+        for log in logs:
+            if fold == "rebuild":
+                fold_history(log.user_id, log.events)
+            else:
+                engine.decide(engine.replay(log.events))
+        events = sum(len(log.entries) for log in logs)
+        on_progress(len(logs), events)
+        total += events
+    return total, _peak_rss_mb()
 
 
 def _peak_rss_mb() -> float:
@@ -96,33 +92,24 @@ def _peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM")
 
 
-def _child(url: str, fold: str, share: tuple[int, int], out: Any) -> None:
-    tune_gc()  # as ``backtrack replay`` does
-    users, events = asyncio.run(_replay(url, fold, share))
-    peak_mb = _peak_rss_mb()
-    out.send((users, events, peak_mb))
+async def _user_ids(url: str) -> list[str]:
+    redis = Redis.from_url(url)
+    try:
+        return await scan.user_ids(redis, Keys(PARTITIONS))
+    finally:
+        await redis.aclose()
 
 
-def replay_in_children(url: str, fold: str, workers: int) -> tuple[int, float, float]:
+def replay_in_workers(url: str, fold: str, workers: int) -> tuple[int, float, float]:
     """(events, seconds, largest peak RSS MB) of a streamed replay by ``workers`` processes.
 
-    Each worker is a fresh process (so its peak RSS is the replay's own) taking
-    every ``workers``-th partition; the clock covers start-up to the last result.
+    The clock covers the user scan, the workers' start-up and the last answer.
     """
-    ctx = multiprocessing.get_context("spawn")
     started = time.perf_counter()
-    pipes, children = [], []
-    for k in range(workers):
-        mine, theirs = ctx.Pipe()
-        child = ctx.Process(target=_child, args=(url, fold, (k, workers), theirs))
-        child.start()
-        pipes.append(mine)
-        children.append(child)
-    results = [pipe.recv() for pipe in pipes]
+    users = asyncio.run(_user_ids(url))
+    answers = in_workers(Job(_fold_share, url, PARTITIONS, fold), users, workers)
     seconds = time.perf_counter() - started
-    for child in children:
-        child.join()
-    return sum(r[1] for r in results), seconds, max(r[2] for r in results)
+    return sum(a[0] for a in answers), seconds, max(a[1] for a in answers)
 
 
 def main(runs: int = 3) -> None:
@@ -138,7 +125,7 @@ def main(runs: int = 3) -> None:
             for workers in (1, 2):
                 rates, peaks = [], []
                 for _ in range(runs):
-                    seen, seconds, peak = replay_in_children(server.url, fold, workers)
+                    seen, seconds, peak = replay_in_workers(server.url, fold, workers)
                     rates.append(seen / seconds)
                     peaks.append(peak)
                 rates.sort()
