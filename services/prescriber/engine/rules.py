@@ -207,4 +207,15 @@ class RuleSet(BaseModel):
         return {}
 
 
-DEFAULT_RULES = RuleSet()
+RULE_SETS: dict[str, RuleSet] = {"1": RuleSet()}
+"""The built-in rule sets by ``rules_version``; replays name them (``--rules 1``)."""
+
+DEFAULT_RULES = RULE_SETS["1"]
+
+
+def builtin(version: str) -> RuleSet:
+    """The built-in rule set of that version; KeyError names the versions there are."""
+    try:
+        return RULE_SETS[version]
+    except KeyError:
+        raise KeyError(f"no built-in rule set {version!r}; built in: {sorted(RULE_SETS)}") from None
