@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.schemas import BaseSchema
@@ -150,9 +150,12 @@ def _fuzz(
     @FUZZ
     @given(case=_cases(operation, mode, role))
     def run(case: Any) -> None:
-        case.call_and_validate(
-            base_url=base_url, headers=headers, excluded_checks=excluded, timeout=10
-        )
+        response = case.call(base_url=base_url, headers=headers, timeout=10)
+        # Negative cases can break HTTP itself (a Content-Length that is not a
+        # number): the server's HTTP parser refuses those before any route runs.
+        unparsed = response.status_code == 400 and response.text == "Invalid HTTP request received."
+        assume(not unparsed)
+        case.validate_response(response, headers=headers, excluded_checks=excluded)
 
     run()
 
