@@ -36,6 +36,13 @@ RedFlag = Literal[
     "unexplained_weight_loss",
     "major_trauma",
     "constant_night_pain",
+    "bilateral_leg_symptoms",
+    "sexual_dysfunction",
+    "immunosuppression",
+    "iv_drug_use",
+    "long_term_steroids",
+    "osteoporosis",
+    "thoracic_pain",
 ]
 PainContext = Literal["baseline", "morning", "during_exercise", "after_exercise"]
 #: Where the pain is felt (PainLogged v2): back, buttock, or down the leg; below

@@ -49,7 +49,9 @@ def _replay_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     rebuild.add_argument("--id", help="rebuild id (rerun with it to resume)")
     whatif = tools.add_parser("what-if", help="replay under other rules; writes nothing")
     whatif.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    whatif.add_argument("--rules", help="a JSON or TOML file of rule values")
+    whatif.add_argument(
+        "--rules", help="a built-in rule set (1, 2; default 2) or a JSON or TOML file of values"
+    )
     whatif.add_argument("--out", help="also write the differences to FILE.csv or FILE.json")
     asof = tools.add_parser("as-of", help="state and prescription as of a past time")
     asof.add_argument("time", help="RFC 3339 time (no offset: UTC)")

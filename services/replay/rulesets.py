@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from services.prescriber import engine
+from services.prescriber.engine.rules import RULE_SETS
 
 
 def parse_value(text: str) -> Any:
@@ -21,13 +22,20 @@ def parse_value(text: str) -> Any:
 
 
 def load_rules(path: str | None = None, pairs: Sequence[str] = ()) -> engine.RuleSet:
-    """DEFAULT_RULES overridden by a JSON or TOML file, then by ``name=value`` pairs.
+    """A built-in rule set (``path`` names its version: "1", "2") or DEFAULT_RULES
+    overridden by a JSON or TOML file, then by ``name=value`` pairs.
 
-    An unknown name is a validation error (RuleSet forbids extras). Without a
-    rules_version of its own the result is tagged ``what-if``.
+    An unknown name is a validation error (RuleSet forbids extras). A built-in
+    set alone keeps its version; anything else without a rules_version of its
+    own is tagged ``what-if``.
     """
     values: dict[str, Any] = {}
-    if path:
+    base = engine.DEFAULT_RULES
+    if path in RULE_SETS:
+        base = RULE_SETS[path]
+        if not pairs:
+            return base
+    elif path:
         data = Path(path).read_bytes()
         values |= tomllib.loads(data.decode()) if path.endswith(".toml") else orjson.loads(data)
     for pair in pairs:
@@ -36,7 +44,7 @@ def load_rules(path: str | None = None, pairs: Sequence[str] = ()) -> engine.Rul
             raise ValueError(f"--set takes NAME=VALUE, got {pair!r}")
         values[name.strip()] = parse_value(value.strip())
     values.setdefault("rules_version", "what-if")
-    return engine.RuleSet.model_validate(values)
+    return base.updated(values)
 
 
 __all__ = ["load_rules", "parse_value"]

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from services.prescriber import engine
 from services.prescriber.consumer import GROUP, FeedConsumer
+from services.prescriber.engine.rules import builtin
 from services.prescriber.processor import Cursor, Processor
 from services.prescriber.reclaimer import Reclaimer
 from shared import codec, cohort
@@ -87,6 +88,24 @@ async def test_snapshot_of_other_rules_version_is_discarded(redis_store: RedisSt
     await redis_store.save_snapshot(user, stale)
     await Processor(redis_store).process_user(user)
     assert await redis_store.latest_prescription(user) is not None
+
+
+async def test_a_user_moves_to_the_new_rules_at_their_next_event(redis_store: RedisStore) -> None:
+    """Folded under rule set 1, a user's next event refolds under 2; its change says why."""
+    events = _course("improver")
+    user = events[0].user_id
+    old = Processor(redis_store, rules=builtin("1"), snapshot_every=10)
+    await _feed(redis_store, old, events[:150], chunk=10)
+    await old.flush()
+    before = await redis_store.prescriptions(user)
+    assert {c.rules_version for _, c in before} == {"1"}
+    await _feed(redis_store, Processor(redis_store, snapshot_every=10), events[150:], chunk=10)
+    after = [c for _, c in await redis_store.prescriptions(user)][len(before) :]
+    assert after
+    assert {c.rules_version for c in after} == {"2"}
+    assert [r.code for r in after[0].reasons].count("rules_updated") == 1
+    assert all("rules_updated" not in [r.code for r in c.reasons] for c in after[1:])
+    assert [c.version for c in after] == list(range(len(before) + 1, len(before) + 1 + len(after)))
 
 
 async def _group(redis: Redis, keys: Keys) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from uuid import UUID, uuid5
 
-from services.prescriber.engine.decision import Prescription, decide, same_basis
+from services.prescriber.engine.decision import Prescription, decide, detail, same_basis
 from services.prescriber.engine.fold import evolve
 from services.prescriber.engine.rules import DEFAULT_RULES, RuleSet
 from services.prescriber.engine.state import State, amend
-from shared.events import Input, PrescriptionChanged
+from shared.events import Input, PrescriptionChanged, Reason
 
 #: Namespace of PrescriptionChanged ids: uuid5(CHANGE_NAMESPACE, f"{caused_by}:{rules_version}").
 CHANGE_NAMESPACE = UUID("6f1c2a4e-9b7d-5e3f-8a21-0c4d5b6e7f80")
@@ -63,12 +63,27 @@ def emit(
         change=_kind(state, rx, caused_by),
         exercises=rx.exercises,
         sessions_per_week=rx.sessions_per_week,
-        reasons=rx.reasons,
+        reasons=_with_notes(rx.reasons, state, caused_by, rules),
         referral=rx.referral,
         caused_by=caused_by,
         rules_version=rules.rules_version,
     )
     return amend(state, last=changed), changed
+
+
+def _with_notes(
+    reasons: tuple[Reason, ...], state: State, caused_by: UUID, rules: RuleSet
+) -> tuple[Reason, ...]:
+    """Reasons owed to this change alone: medium STarT Back risk on an episode's first
+    prescription, and ``rules_updated`` on the first change under a newer rule set."""
+    episode, last, notes = state.episode, state.last, []
+    if episode is not None and episode.start_back_medium and episode.event_id == caused_by:
+        notes.append("start_back_medium_risk")
+    if last is not None and last.rules_version != rules.rules_version:
+        notes.append("rules_updated")
+    if not notes:
+        return reasons
+    return (*reasons, *(Reason(code=c, detail=detail(c)) for c in notes))
 
 
 def same(rx: Prescription, last: PrescriptionChanged | None) -> bool:

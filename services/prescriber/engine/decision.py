@@ -6,8 +6,9 @@
   held before the flare, at least 10, rounded down to a walking level, plus
   ``cat_camel`` and ``knee_hugs`` at level 1.
 - ``refer`` prescribes nothing; a red-flag referral overrides any routine one.
-- Routine referrals rank not_recovered_12_weeks > no_improvement_6_weeks >
-  start_back_high_risk; every one that applies is listed in the reasons.
+- Routine referrals rank radicular_pain_review > flare_not_settling >
+  not_recovered_12_weeks > no_improvement_6_weeks > start_back_high_risk;
+  every one that applies is listed in the reasons.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def same_basis(before: State, after: State, rules: RuleSet = DEFAULT_RULES) -> b
         or one.step_code is not two.step_code
         or one.no_improvement is not two.no_improvement
         or one.not_recovered is not two.not_recovered
+        or one.radicular is not two.radicular
     ):
         return False
     return after.today == before.today or period_of(before.today, episode, rules) == period_of(
@@ -102,10 +104,18 @@ def _prescribe(
         phase=phase,
         stage=stage,
         exercises=_exercises(phase, episode, program, rules),
-        sessions_per_week=episode.sessions_per_week,
+        sessions_per_week=_sessions_per_week(phase, episode, rules),
         referral=_referral(episode, program, rules),
         reasons=_reasons(phase, episode, program),
     )
+
+
+def _sessions_per_week(phase: str, episode: Episode, rules: RuleSet) -> int:
+    if phase == "protect" and rules.protect_sessions_per_week is not None:
+        return rules.protect_sessions_per_week
+    if phase == "flare" and rules.flare_sessions_per_week is not None:
+        return rules.flare_sessions_per_week
+    return episode.sessions_per_week
 
 
 def _exercises(
@@ -145,9 +155,20 @@ def _flare_walk(episode: Episode, program: Program, rules: RuleSet) -> Prescribe
 
 
 def _referral_codes(episode: Episode, program: Program) -> tuple[str, ...]:
-    if not (program.not_recovered or program.no_improvement or episode.start_back_high):
+    flare = program.flare
+    if not (
+        program.not_recovered
+        or program.no_improvement
+        or episode.start_back_high
+        or program.radicular
+        or (flare is not None and flare.not_settling)
+    ):
         return ()
     codes = []
+    if program.radicular:
+        codes.append("radicular_pain_review")
+    if flare is not None and flare.not_settling:
+        codes.append("flare_not_settling")
     if program.not_recovered:
         codes.append("not_recovered_12_weeks")
     if program.no_improvement:
@@ -160,9 +181,10 @@ def _referral_codes(episode: Episode, program: Program) -> tuple[str, ...]:
 def _referral(episode: Episode, program: Program, rules: RuleSet) -> Referral | None:
     if program.red_flags:
         emergency = any(f in rules.emergency_flags for f in program.red_flags)
+        text = rules.emergency_reason if emergency else rules.urgent_reason
         return Referral(
             urgency="emergency" if emergency else "urgent",
-            reason="red flags: " + ", ".join(sorted(program.red_flags)),
+            reason=text.format(flags=", ".join(sorted(program.red_flags))),
         )
     codes = _referral_codes(episode, program)
     return Referral(urgency="routine", reason=codes[0]) if codes else None
@@ -175,6 +197,12 @@ _DETAILS = {
     "return_to_run": "14 days in build, every session GREEN and baseline <= 2",
     "flare_baseline_jump": "baseline jumped 2 or more above its 7-day median",
     "flare_two_high_days": "pain 7 or more on two days in a row",
+    "flare_sustained_rise": "two scores in a row 2 or more above the pre-flare 7-day median",
+    "flare_big_jump": "one score 4 or more above its 7-day median",
+    "flare_not_settling": "a flare-up not settled after 14 days",
+    "radicular_pain_review": "leg pain below the knee on two days within a week",
+    "start_back_medium_risk": "STarT Back overall score 4 or more: medium risk, for information",
+    "rules_updated": "the first change decided under a newer rule set",
     "progressed_two_green": "two GREEN sessions in a row, completed and not hard",
     "regressed_red_verdict": "a session answered RED",
     "regressed_red_run_verdict": "a run session answered RED: the run ladder steps down",
@@ -189,6 +217,11 @@ _PHASE_CODE = {
     "build": "build_phase",
     "return_to_run": "return_to_run",
 }
+
+
+def detail(code: str) -> str:
+    """The human-readable detail of a reason code."""
+    return _DETAILS.get(code, code)
 
 
 def _reasons(phase: str, episode: Episode, program: Program) -> tuple[Reason, ...]:

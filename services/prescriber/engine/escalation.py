@@ -1,14 +1,16 @@
 """Escalation (RULES.md section 7): routine referrals while the program continues.
 
-Each check is made once, at the first event on or after its day, and the
-answer is kept for the episode: a referral once made is not withdrawn. With no
-baseline known (first or current) there is nothing to judge and no referral.
+Each check is made once, at the first event on or after its day (v2: at the
+first baseline or morning score, so the check reads a fresh baseline), and
+the answer is kept for the episode: a referral once made is not withdrawn.
+v1 counts the days from onset, v2 from the program's start. With no baseline
+known (first or current) there is nothing to judge and no referral.
 """
 
 from __future__ import annotations
 
 from services.prescriber.engine.baseline import baseline_at
-from services.prescriber.engine.phase import days_since_onset
+from services.prescriber.engine.phase import days_on_clock
 from services.prescriber.engine.rules import RuleSet
 from services.prescriber.engine.state import Episode, Program, State, amend
 
@@ -17,7 +19,7 @@ def escalate(state: State, episode: Episode, program: Program, rules: RuleSet) -
     """Latch the day-42 and day-84 checks once their day has come."""
     if program.no_improvement is not None and program.not_recovered is not None:
         return program
-    day = days_since_onset(state.today, episode)
+    day = days_on_clock(state.today, episode, rules)
     if program.no_improvement is None and day >= rules.no_improvement_day:
         program = amend(program, no_improvement=_no_improvement(state, program, rules))
     if program.not_recovered is None and day >= rules.not_recovered_day:
@@ -29,6 +31,9 @@ def _no_improvement(state: State, program: Program, rules: RuleSet) -> bool:
     assert state.now is not None
     first, now = program.first_baseline, baseline_at(state, state.now, rules)
     if first is None or now is None:
+        return False
+    exempt = rules.no_improvement_exempt_at
+    if exempt is not None and first <= exempt:
         return False
     drop = first - now
     return drop < rules.improvement_points and drop < first * rules.improvement_fraction
@@ -46,3 +51,11 @@ def start_back_high(answers: tuple[bool, ...] | None, rules: RuleSet) -> bool:
         return False
     items = answers[rules.start_back_first_item : rules.start_back_last_item + 1]
     return sum(items) >= rules.start_back_threshold
+
+
+def start_back_medium(answers: tuple[bool, ...] | None, rules: RuleSet) -> bool:
+    """v2: overall score (all nine items) 4 or more while psychosocial is below 4."""
+    medium = rules.start_back_medium_at
+    if answers is None or medium is None:
+        return False
+    return sum(answers) >= medium and not start_back_high(answers, rules)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.prescriber.engine import flare
@@ -20,7 +20,15 @@ from services.prescriber.engine.intake import open_episode
 from services.prescriber.engine.phase import phase_of
 from services.prescriber.engine.progression import maybe_run, settle
 from services.prescriber.engine.rules import DEFAULT_RULES, RuleSet
-from services.prescriber.engine.state import Pending, Program, State, amend, amend_with, initial
+from services.prescriber.engine.state import (
+    Episode,
+    Pending,
+    Program,
+    State,
+    amend,
+    amend_with,
+    initial,
+)
 from services.prescriber.engine.verdict import attach
 from shared.events import Input, PainLogged, PrescriptionChanged, SessionCompleted
 
@@ -43,13 +51,15 @@ def evolve(state: State, event: Input, rules: RuleSet = DEFAULT_RULES) -> State:
         if event.event_id in state.recent_ids:
             return state
         return state if state.needs_refold else amend(state, needs_refold=True)
+    scored = False
     if isinstance(event, PainLogged):
         state = _advance(state, event, rules, _pain(state, event, rules))
+        scored = event.context in _SCORED
     elif isinstance(event, SessionCompleted):
         state = _advance(state, event, rules, _session(state, event, rules))
     else:
         state = open_episode(_advance(state, event, rules, {}), event, rules)
-    return _settle(state, rules)
+    return _settle(state, rules, scored)
 
 
 def replay(
@@ -98,9 +108,15 @@ def _pain(state: State, event: PainLogged, rules: RuleSet) -> dict[str, Any]:
         else:
             flags = tuple(dict.fromkeys((*program.red_flags, *event.red_flags)))
             program = amend(program, red_flags=flags)
+    if event.location == "leg_below_knee" and rules.radicular_days:
+        program = _leg_pain(state, program, at, rules, changes)
     if context == "during_exercise":
         changes["during"] = (*state.during, (at, score, event.session_id))
-    if program is not None and program.pending and context != "baseline":
+    if (
+        program is not None
+        and program.pending
+        and (context != "baseline" or rules.next_day_baseline)
+    ):
         pending = attach(program.pending, event, rules)
         if pending is not program.pending:
             program = amend(program, pending=pending)
@@ -109,6 +125,20 @@ def _pain(state: State, event: PainLogged, rules: RuleSet) -> dict[str, Any]:
     if program is not state.program:
         changes["program"] = program
     return changes
+
+
+def _leg_pain(
+    state: State, program: Program | None, at: datetime, rules: RuleSet, changes: dict[str, Any]
+) -> Program | None:
+    """Leg pain below the knee: on enough days within the window, a radicular review."""
+    today, window = at.date(), rules.spans.radicular_window
+    days = tuple(d for d in state.leg_days if today - d < window)
+    if today not in days:
+        days = (*days, today)
+    changes["leg_days"] = days
+    if program is not None and not program.radicular and len(days) >= rules.radicular_days:
+        program = amend(program, radicular=True)
+    return program
 
 
 def _scored(
@@ -130,7 +160,8 @@ def _scored(
     if episode is None or program is None:
         return program
     if program.first_baseline is None:
-        program = amend(program, first_baseline=last_baseline)
+        first = _first_baseline(episode, program, at, score, rules)
+        program = amend(program, first_baseline=last_baseline if first is None else first)
     current = program.flare
     if current is not None:
         if flare.settled(scores, at, current, rules):
@@ -138,10 +169,21 @@ def _scored(
         return program
     # phase_of reads only the date from state, so judge it at this event's date.
     if phase_of(today, episode, program, rules) in _MOVING:
-        code = flare.flare_code(state, score, at, today, rules)
-        if code is not None:
-            program = flare.start(state, program, code, at, rules)
+        program = flare.detect(state, program, score, at, rules)
     return program
+
+
+def _first_baseline(
+    episode: Episode, program: Program, at: datetime, score: int, rules: RuleSet
+) -> float | None:
+    """v2: the first score in the program's first days, else the baseline known at
+    intake, else this score. None under v1 (the 72 h median at the first score)."""
+    window = rules.spans.first_baseline
+    if window is None:
+        return None
+    if at <= episode.started_at + window or program.prior_baseline is None:
+        return float(score)
+    return program.prior_baseline
 
 
 def _session(state: State, event: SessionCompleted, rules: RuleSet) -> dict[str, Any]:
@@ -168,13 +210,15 @@ def _session(state: State, event: SessionCompleted, rules: RuleSet) -> dict[str,
     return {"program": program}
 
 
-def _settle(state: State, rules: RuleSet) -> State:
+def _settle(state: State, rules: RuleSet, scored: bool) -> State:
     episode, program = state.episode, state.program
     if episode is None or program is None:
         return state
     if program.pending:
         program = settle(state, episode, program, rules)
-    if program.not_recovered is None:
+    if program.flare is not None and not program.flare.not_settling:
+        program = flare.check_settling(program, program.flare, state.now, rules)
+    if program.not_recovered is None and (scored or not rules.escalate_on_score):
         program = escalate(state, episode, program, rules)
     if episode.run_goal and not program.running:
         program = maybe_run(state, episode, program, rules)

@@ -9,7 +9,8 @@ Choices where RULES.md is silent:
   episode means a clinician has seen the patient;
 - pain scores are not per episode: baseline history carries over, and the
   first baseline of an episode is the one known at intake, else the first
-  one logged after it;
+  one logged after it (v2: the first score of the program's first 7 days,
+  else the one known at intake, else the first one logged);
 - ``clinic_id`` stays the last one given when a new episode names none.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.prescriber.engine.baseline import baseline_at
-from services.prescriber.engine.escalation import start_back_high
+from services.prescriber.engine.escalation import start_back_high, start_back_medium
 from services.prescriber.engine.rules import RuleSet
 from services.prescriber.engine.state import Episode, Program, State, amend
 from shared.events import RehabStarted
@@ -29,12 +30,15 @@ def open_episode(state: State, event: RehabStarted, rules: RuleSet) -> State:
     episode = _episode(event, rules)
     build_from = episode.onset + timedelta(days=rules.protect_days if episode.protect else 0)
     flags = event.red_flags if state.episode is not None else (*state.early_flags, *event.red_flags)
+    known = baseline_at(state, event.occurred_at, rules)
+    later = rules.first_baseline_days is not None  # v2: the first score of the program
     program = Program(
         levels=(1,) * len(episode.exercises),
         red_flags=tuple(dict.fromkeys(flags)),
         build_since=max(build_from, event.occurred_at.date()),
         last_step_at=event.occurred_at,
-        first_baseline=baseline_at(state, event.occurred_at, rules),
+        first_baseline=None if later else known,
+        prior_baseline=known if later else None,
     )
     return amend(
         state,
@@ -61,4 +65,5 @@ def _episode(event: RehabStarted, rules: RuleSet) -> Episode:
         run_goal=rules.run_goal in event.goals,
         sessions_per_week=event.sessions_per_week,
         start_back_high=start_back_high(event.start_back, rules),
+        start_back_medium=start_back_medium(event.start_back, rules),
     )

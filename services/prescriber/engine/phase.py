@@ -15,6 +15,14 @@ def days_since_onset(today: date | None, episode: Episode) -> int:
     return (today - episode.onset).days
 
 
+def days_on_clock(today: date | None, episode: Episode, rules: RuleSet) -> int:
+    """Whole days on the escalation clock: from onset (v1) or the program's start (v2)."""
+    if rules.escalation_clock == "onset":
+        return days_since_onset(today, episode)
+    start = episode.started_at.date()
+    return ((today or start) - start).days
+
+
 def period_of(today: date | None, episode: Episode, rules: RuleSet) -> int:
     """How many date boundaries (end of protect, subacute, chronic) lie behind ``today``.
 

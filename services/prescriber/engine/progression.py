@@ -55,10 +55,22 @@ def _apply(
     # protect, flare and refer hold the levels where they are
     if phase_of(state.today, episode, program, rules) in _MOVING:
         if verdict == "red":
-            changes.update(_regress(program, session, state.now))
+            if _may_regress(program, state.now, rules):
+                changes.update(_regress(program, session, state.now))
         elif verdict == "green" and _may_progress(state, episode, program, finals, rules):
+            ready = rules.run_entry_is_step and episode.run_goal and not program.running
+            # v2: a runner ready for return_to_run takes that as the step, not another level
+            entered = maybe_run(state, episode, amend(program, **changes), rules) if ready else None
+            if entered is not None and entered.running:
+                return entered
             changes.update(_progress(episode, program, state.now, rules))
     return amend(program, **changes)
+
+
+def _may_regress(program: Program, now: datetime | None, rules: RuleSet) -> bool:
+    """One step down per signal: none within ``regress_quiet_hours`` of the last (v2)."""
+    last = program.last_regress_at
+    return last is None or now is None or now - last >= rules.spans.regress_quiet
 
 
 def _regress(program: Program, session: Pending, now: datetime | None) -> dict[str, Any]:
@@ -68,12 +80,14 @@ def _regress(program: Program, session: Pending, now: datetime | None) -> dict[s
             "run_level": run_level,
             "step_code": "regressed_red_run_verdict",
             "last_step_at": now,
+            "last_regress_at": now,
         }
     return {
         "levels": tuple(max(1, level - 1) for level in program.levels),
         "run_level": max(1, program.run_level - 1),
         "step_code": "regressed_red_verdict",
         "last_step_at": now,
+        "last_regress_at": now,
     }
 
 
@@ -127,7 +141,8 @@ def low_adherence(episode: Episode, program: Program, now: datetime, rules: Rule
 
 def maybe_run(state: State, episode: Episode, program: Program, rules: RuleSet) -> Program:
     """Enter return_to_run: 14 days in build, every final verdict in them GREEN (at
-    least one), and baseline <= 2. The run ladder starts at level 1."""
+    least one), and baseline <= 2; v2 also the aerobic slot at level 3 or more and,
+    entry being a step, 7 days since the last one. The run ladder starts at level 1."""
     if not episode.run_goal or program.running or program.build_since is None:
         return program
     now, today = state.now, state.today
@@ -140,7 +155,19 @@ def maybe_run(state: State, episode: Episode, program: Program, rules: RuleSet) 
         return program
     if program.last_other_at is not None and program.last_other_at >= since:
         return program
+    if program.levels[-1] < rules.run_min_aerobic_level:  # the aerobic slot is last
+        return program
+    step = rules.run_entry_is_step
+    if (
+        step
+        and program.last_step_at is not None
+        and now - program.last_step_at < rules.spans.step_spacing
+    ):
+        return program
     base = baseline_at(state, now, rules)
     if base is None or base > rules.run_max_baseline:
         return program
-    return amend(program, running=True, run_level=1, step_code="return_to_run")
+    last_step_at = now if step else program.last_step_at
+    return amend(
+        program, running=True, run_level=1, step_code="return_to_run", last_step_at=last_step_at
+    )

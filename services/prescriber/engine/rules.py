@@ -1,8 +1,12 @@
-"""Every number of RULES.md v1 as a default of one frozen ``RuleSet``.
+"""Every number and switch of RULES.md as a field of one frozen ``RuleSet``.
 
-Operators replay history under other values with ``RuleSet(**overrides)`` or
-``RuleSet.model_validate(mapping)``; an unknown name is a validation error, so
-a typo can never silently fall back to the default.
+The defaults are rule set "2", the rules new decisions are made under.
+Rule set "1" is the defaults with the values of ``V1_VALUES``: the table at
+the end of RULES.md, field by field, so that a replay under it gives exactly
+the prescriptions v1 gave. Operators replay history under other values with
+``RuleSet(**overrides)`` or ``RuleSet.model_validate(mapping)``; an unknown
+name is a validation error, so a typo can never silently fall back to the
+default.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,6 +93,11 @@ class Spans:
     flare_window: timedelta
     scores_kept: timedelta
     run_build: timedelta
+    regress_quiet: timedelta
+    flare_rise_gap: timedelta
+    radicular_window: timedelta
+    first_baseline: timedelta | None
+    flare_refer: timedelta | None
 
 
 class RuleSet(BaseModel):
@@ -96,12 +105,14 @@ class RuleSet(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    rules_version: str = "1"
+    rules_version: str = "2"
     # 1. red flags
     emergency_flags: tuple[str, ...] = (
         "saddle_numbness",
         "bladder_bowel_change",
         "progressive_leg_weakness",
+        "bilateral_leg_symptoms",
+        "sexual_dysfunction",
     )
     urgent_flags: tuple[str, ...] = (
         "fever_or_unwell",
@@ -109,10 +120,26 @@ class RuleSet(BaseModel):
         "unexplained_weight_loss",
         "major_trauma",
         "constant_night_pain",
+        "immunosuppression",
+        "iv_drug_use",
+        "long_term_steroids",
+        "osteoporosis",
+        "thoracic_pain",
     )
+    #: the referral's reason text; ``{flags}`` is the flags, comma-separated
+    emergency_reason: str = "go to an emergency department now (red flags: {flags})"
+    urgent_reason: str = (
+        "see a clinician within 24 hours before exercising again (red flags: {flags})"
+    )
+    #: leg pain below the knee on this many days within the window: radicular review (0: off)
+    radicular_days: int = Field(default=2, ge=0)
+    radicular_window_days: float = 7
     # 2. phase and stage
     protect_causes: tuple[str, ...] = ("sprain_strain",)
     protect_days: int = 7
+    #: sessions a week prescribed in protect and flare (None: the patient's own number)
+    protect_sessions_per_week: int | None = 7
+    flare_sessions_per_week: int | None = 7
     subacute_from_days: int = 42
     chronic_from_days: int = 84
     # 3. baseline
@@ -123,17 +150,34 @@ class RuleSet(BaseModel):
     morning_from_hours: float = 6
     morning_until_hours: float = 36
     missing_baseline: float = 2
+    #: a score "at baseline" is at most baseline + tolerance
+    tolerance: float = 1
+    #: a baseline log in the next-day window stands in for a missing morning log
+    next_day_baseline: bool = True
     green_during_below: int = 3
+    #: C1 is also met when resting pain is at least green_during_below and during <= it
+    green_during_at_rest: bool = True
+    #: a missing after log does not block GREEN when the next day is known and at baseline
+    after_optional: bool = True
     red_during_at: int = 5
     red_after_delta: float = 2
+    #: RED when the next day is >= baseline + this (None: any rise above baseline)
+    red_next_day_delta: float | None = 2
     # 5. progress, hold, regress
     progress_greens: int = Field(default=2, ge=1)
     step_spacing_days: float = 7
     adherence_days: float = 14
     adherence_fraction: float = 0.5
+    #: RED verdicts made final within this many hours of a regress step down no further
+    regress_quiet_hours: float = 48
     # 6. flare-up
     flare_window_days: float = 7
     flare_jump: float = 2
+    #: scores in a row (on different days) each >= the pre-flare median + flare_jump
+    flare_rise_scores: int = Field(default=2, ge=1)
+    flare_rise_gap_days: float = 3
+    #: one score >= the 7-day median + this starts a flare on its own (None: off)
+    flare_big_jump: float | None = 4
     flare_high_score: int = 7
     flare_high_days: int = Field(default=2, ge=1)
     flare_walk_fraction: float = 0.5
@@ -141,7 +185,19 @@ class RuleSet(BaseModel):
     flare_keep: tuple[str, ...] = ("cat_camel", "knee_hugs")
     resume_within: float = 1
     resume_level_drop: int = 1
+    #: a flare in return_to_run resumes into it, the run ladder one level down
+    resume_keeps_running: bool = True
+    #: a flare not settled after this many days adds a routine referral (None: never)
+    flare_refer_days: float | None = 14
     # 7. escalation
+    #: days counted from "onset" or from the "program" start (RehabStarted.occurred_at)
+    escalation_clock: Literal["onset", "program"] = "program"
+    #: a check due on a day with no score waits for the first baseline/morning score
+    escalate_on_score: bool = True
+    #: the first baseline is the first score in the program's first days (None: the first known)
+    first_baseline_days: float | None = 7
+    #: no no-improvement referral when the first baseline is at most this (None: none exempt)
+    no_improvement_exempt_at: float | None = 2
     no_improvement_day: int = 42
     improvement_points: float = 2
     improvement_fraction: float = 0.30
@@ -150,6 +206,8 @@ class RuleSet(BaseModel):
     start_back_first_item: int = 4
     start_back_last_item: int = 8
     start_back_threshold: int = 4
+    #: overall score at or above this with psychosocial below threshold: medium risk (None: off)
+    start_back_medium_at: int | None = 4
     # 8. preferences and goals
     core_exercises: tuple[str, ...] = ("cat_camel", "rib_closure", "spine_curl_bridge", "knee_hugs")
     aerobic_choices: tuple[str, ...] = ("walking", "swimming", "cycling")
@@ -161,6 +219,10 @@ class RuleSet(BaseModel):
     run_ladder: str = "running"
     run_build_days: int = 14
     run_max_baseline: float = 2
+    #: the aerobic slot's level needed to enter return_to_run
+    run_min_aerobic_level: int = 3
+    #: entering return_to_run counts as a step (it waits for, and restarts, the spacing)
+    run_entry_is_step: bool = True
     # 9. ladders
     ladders: dict[str, tuple[Rung, ...]] = Field(default_factory=_ladders)
 
@@ -178,7 +240,21 @@ class RuleSet(BaseModel):
             flare_window=timedelta(days=self.flare_window_days),
             scores_kept=timedelta(days=self.flare_window_days, hours=self.baseline_hours),
             run_build=timedelta(days=self.run_build_days),
+            regress_quiet=timedelta(hours=self.regress_quiet_hours),
+            flare_rise_gap=timedelta(days=self.flare_rise_gap_days),
+            radicular_window=timedelta(days=self.radicular_window_days),
+            first_baseline=None
+            if self.first_baseline_days is None
+            else timedelta(days=self.first_baseline_days),
+            flare_refer=None
+            if self.flare_refer_days is None
+            else timedelta(days=self.flare_refer_days),
         )
+
+    def updated(self, values: dict[str, Any]) -> RuleSet:
+        """This rule set with some values replaced, validated (never ``model_copy``: the
+        copy would share this set's caches, built for the old values)."""
+        return RuleSet.model_validate({**self.model_dump(), **values})
 
     def top(self, exercise_id: str) -> int:
         """The highest level of an exercise's ladder."""
@@ -207,10 +283,45 @@ class RuleSet(BaseModel):
         return {}
 
 
-RULE_SETS: dict[str, RuleSet] = {"1": RuleSet()}
+#: Rule set "1": every field where v1 differs from the defaults (RULES.md, the closing table).
+V1_VALUES: dict[str, Any] = {
+    "rules_version": "1",
+    "emergency_flags": ("saddle_numbness", "bladder_bowel_change", "progressive_leg_weakness"),
+    "urgent_flags": (
+        "fever_or_unwell",
+        "cancer_history",
+        "unexplained_weight_loss",
+        "major_trauma",
+        "constant_night_pain",
+    ),
+    "emergency_reason": "red flags: {flags}",
+    "urgent_reason": "red flags: {flags}",
+    "radicular_days": 0,
+    "protect_sessions_per_week": None,
+    "flare_sessions_per_week": None,
+    "tolerance": 0,
+    "next_day_baseline": False,
+    "green_during_at_rest": False,
+    "after_optional": False,
+    "red_next_day_delta": None,
+    "regress_quiet_hours": 0,
+    "flare_rise_scores": 1,
+    "flare_big_jump": None,
+    "resume_keeps_running": False,
+    "flare_refer_days": None,
+    "escalation_clock": "onset",
+    "escalate_on_score": False,
+    "first_baseline_days": None,
+    "no_improvement_exempt_at": None,
+    "start_back_medium_at": None,
+    "run_min_aerobic_level": 1,
+    "run_entry_is_step": False,
+}
+
+RULE_SETS: dict[str, RuleSet] = {"1": RuleSet.model_validate(V1_VALUES), "2": RuleSet()}
 """The built-in rule sets by ``rules_version``; replays name them (``--rules 1``)."""
 
-DEFAULT_RULES = RULE_SETS["1"]
+DEFAULT_RULES = RULE_SETS["2"]
 
 
 def builtin(version: str) -> RuleSet:

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from services.prescriber.engine.state import State
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 _adapter: TypeAdapter[State] = TypeAdapter(State)
 

@@ -33,6 +33,7 @@ class Episode:
     run_goal: bool
     sessions_per_week: int
     start_back_high: bool
+    start_back_medium: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Pending:
     during: int | None
     after: int | None = None
     morning: int | None = None
+    next_baseline: int | None = None  # a baseline log in the next-day window (v2)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,18 @@ class Flare:
     pre_baseline: float
     pre_levels: tuple[int, ...]
     pre_run_level: int
+    not_settling: bool = False
+
+
+@dataclass(frozen=True)
+class Rise:
+    """Scores in a row above the pre-flare median: a flare if enough follow (v2)."""
+
+    since: datetime
+    day: date  # the latest score's date: the next must fall on another day
+    median: float  # the 7-day median before the first of them
+    baseline: float | None  # the baseline just before the first of them
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,10 @@ class Program:
     first_baseline: float | None = None
     no_improvement: bool | None = None
     not_recovered: bool | None = None
+    prior_baseline: float | None = None  # known at intake: the first baseline's fallback (v2)
+    last_regress_at: datetime | None = None
+    rise: Rise | None = None
+    radicular: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,7 @@ class State:
     scores: tuple[Score, ...] = ()
     last_baseline: float | None = None
     high_days: tuple[date, ...] = ()
+    leg_days: tuple[date, ...] = ()  # recent dates with leg pain below the knee
     during: tuple[DuringLog, ...] = ()
     early_flags: tuple[str, ...] = ()
     episode: Episode | None = None

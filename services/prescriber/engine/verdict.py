@@ -2,8 +2,10 @@
 
 A session's logs arrive around it: during-exercise logs (same session id, or
 up to 2 h before it), the last after-exercise log in (s, s+6 h] and the first
-morning log in [s+6 h, s+36 h]. The verdict is final once that morning log
-lands or 36 h have passed.
+morning log in [s+6 h, s+36 h] (v2: else the first baseline log there). The
+verdict is final once that morning log lands or 36 h have passed; a baseline
+log standing in for the morning does not make it final, since a morning log
+may still come and would take its place.
 """
 
 from __future__ import annotations
@@ -18,26 +20,28 @@ _ZERO = timedelta(0)
 
 
 def verdict_of(session: Pending, rules: RuleSet) -> Verdict:
-    """RED on during >= 5, morning > b or after >= b + 2; GREEN when all three criteria
-    are known and met; AMBER otherwise. A missing baseline compares with 2."""
+    """RED on during >= 5, after >= b + 2 or a next-day rise (v1: above b; v2: b + 2 or
+    more); GREEN when C1, C2 and C3 are met; AMBER otherwise. "At baseline" is at most
+    b + tolerance; a missing baseline compares with 2."""
     base = rules.missing_baseline if session.baseline is None else session.baseline
-    during, after, morning = session.during, session.after, session.morning
+    during, after, next_day = session.during, session.after, session.morning
+    if next_day is None and rules.next_day_baseline:
+        next_day = session.next_baseline
+    rise = rules.red_next_day_delta
     if (
         (during is not None and during >= rules.red_during_at)
-        or (morning is not None and morning > base)
+        or (next_day is not None and (next_day > base if rise is None else next_day >= base + rise))
         or (after is not None and after >= base + rules.red_after_delta)
     ):
         return "red"
-    if (
-        during is not None
-        and during < rules.green_during_below
-        and after is not None
-        and after <= base
-        and morning is not None
-        and morning <= base
-    ):
-        return "green"
-    return "amber"
+    if during is None or next_day is None:
+        return "amber"
+    below = rules.green_during_below
+    c1 = during < below or (rules.green_during_at_rest and base >= below and during <= base)
+    at_rest = base + rules.tolerance
+    c3 = next_day <= at_rest
+    c2 = after <= at_rest if after is not None else rules.after_optional
+    return "green" if c1 and c2 and c3 else "amber"
 
 
 def is_final(session: Pending, now: datetime, rules: RuleSet) -> bool:
@@ -75,10 +79,16 @@ def _attach_one(session: Pending, event: PainLogged, rules: RuleSet) -> Pending:
         return amend(session, during=max(score, session.during or 0))
     if context == "after_exercise" and _ZERO < since <= rules.spans.after:
         return amend(session, after=score)  # folded in order, so the last one wins
-    if (
-        context == "morning"
-        and session.morning is None
+    if context == "morning":
+        if (
+            session.morning is None
+            and rules.spans.morning_from <= since <= rules.spans.morning_until
+        ):
+            return amend(session, morning=score)
+    elif (
+        context == "baseline"
+        and session.next_baseline is None
         and rules.spans.morning_from <= since <= rules.spans.morning_until
     ):
-        return amend(session, morning=score)
+        return amend(session, next_baseline=score)
     return session

@@ -8,10 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from services.prescriber.engine import State, decide, initial, react
+from services.prescriber.engine import DEFAULT_RULES, RuleSet, State, decide, initial, react
+from services.prescriber.engine.rules import builtin
 from shared.events import Input, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
 
 T0 = datetime(2024, 3, 4, 0, 0, tzinfo=UTC)
+V1 = builtin("1")
 USER = "u1"
 _ids = itertools.count(1)
 
@@ -101,21 +103,21 @@ def daily_baselines(first: int, last: int, score: int = 2, hour: float = 7) -> l
 
 
 def run(
-    events: Iterable[Input], state: State | None = None
+    events: Iterable[Input], state: State | None = None, rules: RuleSet = DEFAULT_RULES
 ) -> tuple[State, list[PrescriptionChanged]]:
     """React to the events in time order; the final state and every change emitted."""
     state = state or initial(USER)
     changes: list[PrescriptionChanged] = []
     for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        state, change = react(state, event)
+        state, change = react(state, event, rules)
         if change is not None:
             changes.append(change)
     return state, changes
 
 
-def levels(state: State) -> dict[str, int]:
+def levels(state: State, rules: RuleSet = DEFAULT_RULES) -> dict[str, int]:
     """Exercise id -> level in the current prescription."""
-    rx = decide(state)
+    rx = decide(state, rules)
     assert rx is not None
     return {e.exercise_id: e.level for e in rx.exercises}
 

@@ -27,9 +27,9 @@ def test_first_change_is_started_version_1_with_a_uuid5_id() -> None:
     state, change = react(initial(USER), start)
     assert change is not None
     assert (change.change, change.version, change.caused_by) == ("started", 1, start.event_id)
-    assert change.event_id == uuid5(CHANGE_NAMESPACE, f"{start.event_id}:1")
+    assert change.event_id == uuid5(CHANGE_NAMESPACE, f"{start.event_id}:2")
     assert change.occurred_at == start.occurred_at
-    assert change.rules_version == "1"
+    assert change.rules_version == "2"
     assert state.last == change
     assert state.clinic_id == "c1"
 
@@ -60,11 +60,11 @@ def test_rules_version_is_part_of_the_change_id() -> None:
     """Another rules version gives another change id for the same cause."""
     start = make_start()
     _, one = react(initial(USER), start)
-    _, two = react(initial(USER), start, RuleSet(rules_version="2"))
+    _, two = react(initial(USER), start, RuleSet(rules_version="what-if"))
     assert one is not None
     assert two is not None
     assert one.event_id != two.event_id
-    assert two.rules_version == "2"
+    assert two.rules_version == "what-if"
 
 
 def test_duplicate_event_is_ignored() -> None:

@@ -1,16 +1,20 @@
-"""Section 7: routine referrals at 6 and 12 weeks and for STarT Back high risk."""
+"""Section 7: routine referrals at 6 and 12 weeks and for STarT Back high risk.
+
+The day-42 and day-84 boundaries here count from onset (rule set 1); the
+program clock of rule set 2 is in test_rules_v2.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from services.prescriber.engine import Prescription, decide
+from services.prescriber.engine import DEFAULT_RULES, Prescription, RuleSet, decide
 from shared.events import Input
-from tests.unit.engine.factories import at, make_pain, make_start, onset_days_ago, run
+from tests.unit.engine.factories import V1, at, make_pain, make_start, onset_days_ago, run
 
 
-def decided(*events: Input) -> Prescription:
-    rx = decide(run(events)[0])
+def decided(*events: Input, rules: RuleSet = DEFAULT_RULES) -> Prescription:
+    rx = decide(run(events, rules=rules)[0], rules)
     assert rx is not None
     return rx
 
@@ -21,10 +25,10 @@ def codes(rx: Prescription) -> list[str]:
 
 @pytest.mark.parametrize(("day", "referred"), [(1, False), (2, True)])
 def test_no_improvement_referral_comes_on_day_42_not_41(day: int, referred: bool) -> None:
-    """Baseline unchanged from the first: day 41 has no referral, day 42 a routine one."""
+    """Rule set 1: baseline unchanged; day 41 from onset has no referral, day 42 a routine one."""
     start = make_start(onset_date=onset_days_ago(40))
     logs = [make_pain(occurred_at=at(d, 7), score=5) for d in range(day + 1)]
-    rx = decided(start, *logs)
+    rx = decided(start, *logs, rules=V1)
     assert ("no_improvement_6_weeks" in codes(rx)) is referred
     assert rx.phase == "build"  # the program continues
     if referred:
@@ -47,10 +51,10 @@ def test_improvement_by_2_points_or_30_percent_avoids_referral(first: int, now: 
 
 @pytest.mark.parametrize(("day", "referred"), [(1, False), (2, True)])
 def test_not_recovered_referral_on_day_84_not_83(day: int, referred: bool) -> None:
-    """Baseline still above 2 on day 84 refers routinely as not_recovered_12_weeks."""
+    """Rule set 1: baseline above 2 on day 84 from onset refers as not_recovered_12_weeks."""
     start = make_start(onset_date=onset_days_ago(82))
     logs = [make_pain(occurred_at=at(d, 7), score=3) for d in range(day + 1)]
-    rx = decided(start, *logs)
+    rx = decided(start, *logs, rules=V1)
     assert ("not_recovered_12_weeks" in codes(rx)) is referred
     if referred:
         assert rx.referral is not None

@@ -1,10 +1,15 @@
-"""Sections 5, 6 and 8: progress, hold, regress, flare-ups and return to run."""
+"""Sections 5, 6 and 8: progress, hold, regress, flare-ups and return to run.
+
+Tests pinned to rule set 1 (``V1``) cover rules that v2 changed; their v2
+boundaries are in test_rules_v2.py.
+"""
 
 from __future__ import annotations
 
 from services.prescriber.engine import decide
 from shared.events import Input
 from tests.unit.engine.factories import (
+    V1,
     answered,
     at,
     daily_baselines,
@@ -82,10 +87,10 @@ def test_red_verdict_regresses_every_exercise_but_not_below_1() -> None:
 def test_flare_on_baseline_2_above_its_7_day_median_but_not_1() -> None:
     """A score 2 above the 7-day median starts a flare (deloaded); 1 above does not."""
     base = [make_start(), *daily_baselines(0, 9)]
-    state, _ = run([*base, make_pain(occurred_at=at(9, 19), score=3)])
-    assert decide(state).phase == "build"  # type: ignore[union-attr]
-    state, changes = run([*base, make_pain(occurred_at=at(9, 19), score=4)])
-    rx = decide(state)
+    state, _ = run([*base, make_pain(occurred_at=at(9, 19), score=3)], rules=V1)
+    assert decide(state, V1).phase == "build"  # type: ignore[union-attr]
+    state, changes = run([*base, make_pain(occurred_at=at(9, 19), score=4)], rules=V1)
+    rx = decide(state, V1)
     assert rx is not None
     assert rx.phase == "flare"
     assert changes[-1].change == "deloaded"
@@ -114,12 +119,12 @@ def test_resume_within_1_point_of_pre_flare_one_level_below() -> None:
     flare = make_pain(occurred_at=at(10, 7), score=5)
     events = [*list(course(last_day=9)), flare]
     still = [*events, make_pain(occurred_at=at(11, 7), score=2)]  # since-flare median 3.5
-    assert decide(run(still)[0]).phase == "flare"  # type: ignore[union-attr]
+    assert decide(run(still, rules=V1)[0], V1).phase == "flare"  # type: ignore[union-attr]
     back = [*events, make_pain(occurred_at=at(11, 7), score=1)]  # since-flare median 3
-    state, changes = run(back)
-    assert decide(state).phase == "build"  # type: ignore[union-attr]
+    state, changes = run(back, rules=V1)
+    assert decide(state, V1).phase == "build"  # type: ignore[union-attr]
     assert [c.change for c in changes] == ["started", "progressed", "deloaded", "resumed"]
-    assert set(levels(state).values()) == {1}  # level 2 before the flare
+    assert set(levels(state, V1).values()) == {1}  # level 2 before the flare
     assert changes[-1].reasons[1].code == "resumed_after_flare"
 
 
@@ -131,9 +136,9 @@ def _runner(*extra: Input, score: int = 2) -> list[Input]:
 
 def test_return_to_run_after_14_green_days_with_baseline_at_most_2() -> None:
     """Runner: 14 days in build, all GREEN, baseline <= 2: walking becomes walk-run."""
-    assert decide(run(upto(_runner(), 13))[0]).phase == "build"  # type: ignore[union-attr]
-    state, changes = run(upto(_runner(), 14, 8))
-    rx = decide(state)
+    assert decide(run(upto(_runner(), 13), rules=V1)[0], V1).phase == "build"  # type: ignore[union-attr]
+    state, changes = run(upto(_runner(), 14, 8), rules=V1)
+    rx = decide(state, V1)
     assert rx is not None
     assert rx.phase == "return_to_run"
     assert changes[-1].change == "phase_changed"
@@ -155,11 +160,11 @@ def test_red_run_verdict_steps_only_the_run_ladder_down() -> None:
     """In return_to_run a RED run session steps the run ladder down and nothing else."""
     run_session = {"exercises": ({"exercise_id": "running", "sets": 1, "minutes": 25},)}
     events = _runner(*green_weeks(15, 17), *answered(19, during=5, **run_session))
-    state, _ = run(upto(events, 16, 7))
-    assert levels(state)["running"] == 2
-    assert levels(state)["cat_camel"] == 3
-    state, changes = run(upto(events, 20, 7))
-    assert levels(state)["running"] == 1
-    assert levels(state)["cat_camel"] == 3
+    state, _ = run(upto(events, 16, 7), rules=V1)
+    assert levels(state, V1)["running"] == 2
+    assert levels(state, V1)["cat_camel"] == 3
+    state, changes = run(upto(events, 20, 7), rules=V1)
+    assert levels(state, V1)["running"] == 1
+    assert levels(state, V1)["cat_camel"] == 3
     assert changes[-1].change == "regressed"
     assert changes[-1].reasons[1].code == "regressed_red_run_verdict"

@@ -1,4 +1,5 @@
-"""The fold's laws, checked with hypothesis over random valid histories of one user."""
+"""The fold's laws, checked with hypothesis over random valid histories of one user,
+under every built-in rule set."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import itertools
 from datetime import timedelta
 from uuid import UUID
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.prescriber.engine import (
+    RuleSet,
     decide,
     dump_state,
     emit,
@@ -19,14 +22,18 @@ from services.prescriber.engine import (
     react,
     replay,
 )
+from services.prescriber.engine.change import same
+from services.prescriber.engine.rules import RULE_SETS
 from services.prescriber.engine.state import State
 from shared.events import Input, PainLogged, RehabStarted, SessionCompleted
 from tests.unit.engine.factories import T0, USER
 
-FLAGS = ("saddle_numbness", "fever_or_unwell", "major_trauma")
+FLAGS = ("saddle_numbness", "fever_or_unwell", "major_trauma", "osteoporosis")
+LOCATIONS = (None, "lower_back", "leg_below_knee")
 PREFS = ("strength", "pilates", "yoga", "walking", "swimming", "cycling", "running")
 SESSIONS = ("a", "b", "c")
 LAWS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EVERY_RULE_SET = pytest.mark.parametrize("rules", list(RULE_SETS.values()), ids=list(RULE_SETS))
 
 
 @st.composite
@@ -72,6 +79,7 @@ def inputs(draw: st.DrawFn, minutes: int) -> Input:
         context=draw(st.sampled_from(("baseline", "morning", "during_exercise", "after_exercise"))),
         session_id=draw(st.none() | st.sampled_from(SESSIONS)),
         red_flags=(draw(st.sampled_from(FLAGS)),) if draw(st.integers(0, 60)) == 0 else (),
+        location=draw(st.sampled_from(LOCATIONS)),
     )
 
 
@@ -88,68 +96,73 @@ def in_order(events: list[Input]) -> list[Input]:
     return sorted(events, key=lambda e: (e.occurred_at, e.event_id))
 
 
-def reacted(events: list[Input]) -> tuple[State, list[object]]:
+def reacted(events: list[Input], rules: RuleSet) -> tuple[State, list[object]]:
     state, changes = initial(USER), []
     for event in in_order(events):
-        state, change = react(state, event)
+        state, change = react(state, event, rules)
         changes.append(change)
     return state, changes
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories())
-def test_same_events_same_prescriptions(events: list[Input]) -> None:
+def test_same_events_same_prescriptions(rules: RuleSet, events: list[Input]) -> None:
     """Folding the same events twice gives the same changes and the same prescription."""
-    one, two = reacted(events), reacted(events)
+    one, two = reacted(events, rules), reacted(events, rules)
     assert one == two
-    assert decide(one[0]) == decide(replay(events))
+    assert decide(one[0], rules) == decide(replay(events, rules), rules)
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories(), st.integers(0, 70))
-def test_snapshot_split_equals_folding_all(events: list[Input], cut: int) -> None:
+def test_snapshot_split_equals_folding_all(rules: RuleSet, events: list[Input], cut: int) -> None:
     """Fold a prefix, snapshot and restore it, fold the rest: the same state as folding all."""
     ordered = in_order(events)
-    state, _ = reacted(ordered[:cut])
+    state, _ = reacted(ordered[:cut], rules)
     state = load_state(dump_state(state))
     for event in ordered[cut:]:
-        state, _ = react(state, event)
-    assert state == reacted(ordered)[0]
+        state, _ = react(state, event, rules)
+    assert state == reacted(ordered, rules)[0]
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories(), st.randoms(use_true_random=False))
-def test_any_arrival_order_converges(events: list[Input], rnd: object) -> None:
+def test_any_arrival_order_converges(rules: RuleSet, events: list[Input], rnd: object) -> None:
     """Any permutation replays to the same prescription; reacting with refolds converges too."""
     shuffled = list(events)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-    assert decide(replay(shuffled)) == decide(replay(events))
+    assert decide(replay(shuffled, rules), rules) == decide(replay(events, rules), rules)
     state, seen = initial(USER), []
     for event in shuffled:
         seen.append(event)
-        state, _ = react(state, event)
+        state, _ = react(state, event, rules)
         if state.needs_refold:
-            state, _ = emit(replay(seen, last=state.last), event.event_id)
-    assert decide(state) == decide(replay(events))
+            state, _ = emit(replay(seen, rules, last=state.last), event.event_id, rules)
+    assert decide(state, rules) == decide(replay(events, rules), rules)
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories())
-def test_levels_stay_within_the_ladder(events: list[Input]) -> None:
+def test_levels_stay_within_the_ladder(rules: RuleSet, events: list[Input]) -> None:
     """Every level, stored or prescribed, stays within 1..5."""
     state = initial(USER)
     for event in in_order(events):
-        state = evolve(state, event)
+        state = evolve(state, event, rules)
         if state.program is not None:
             assert all(1 <= level <= 5 for level in state.program.levels)
             assert 1 <= state.program.run_level <= 5
-        rx = decide(state)
+        rx = decide(state, rules)
         assert rx is None or all(1 <= e.level <= 5 for e in rx.exercises)
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories())
-def test_red_flag_refers_until_a_new_episode(events: list[Input]) -> None:
+def test_red_flag_refers_until_a_new_episode(rules: RuleSet, events: list[Input]) -> None:
     """Once a red flag is seen the phase stays refer until the next RehabStarted."""
     state, flagged = initial(USER), False
     for event in in_order(events):
@@ -157,30 +170,46 @@ def test_red_flag_refers_until_a_new_episode(events: list[Input]) -> None:
             flagged = bool(event.red_flags) or (flagged and state.episode is None)
         elif isinstance(event, PainLogged) and event.red_flags:
             flagged = True
-        state = evolve(state, event)
-        rx = decide(state)
+        state = evolve(state, event, rules)
+        rx = decide(state, rules)
         if rx is not None:
             assert (rx.phase == "refer") is flagged
             assert (rx.exercises == ()) is flagged
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories())
-def test_protect_is_walking_only(events: list[Input]) -> None:
+def test_protect_is_walking_only(rules: RuleSet, events: list[Input]) -> None:
     """Phase protect never prescribes anything but the walking slot, and nothing flares it."""
-    _, changes = reacted(events)
+    _, changes = reacted(events, rules)
     for change in changes:
         if change is not None and change.phase == "protect":  # type: ignore[attr-defined]
             ids = [e.exercise_id for e in change.exercises]  # type: ignore[attr-defined]
             assert ids == ["walking"]
 
 
+@EVERY_RULE_SET
 @LAWS
 @given(histories())
-def test_changes_only_on_difference_with_rising_versions(events: list[Input]) -> None:
+def test_changes_only_on_difference_with_rising_versions(
+    rules: RuleSet, events: list[Input]
+) -> None:
     """Consecutive changes differ in what they prescribe and count versions 1, 2, 3, ..."""
-    emitted = [c for c in reacted(events)[1] if c is not None]
+    emitted = [c for c in reacted(events, rules)[1] if c is not None]
     assert [c.version for c in emitted] == list(range(1, len(emitted) + 1))  # type: ignore[attr-defined]
     for before, after in itertools.pairwise(emitted):
         key = lambda c: (c.phase, c.exercises, c.sessions_per_week, c.referral)  # type: ignore[attr-defined]  # noqa: E731
         assert key(before) != key(after) or after.change == "started"  # type: ignore[attr-defined]
+
+
+@EVERY_RULE_SET
+@LAWS
+@given(histories())
+def test_the_last_change_always_answers_decide(rules: RuleSet, events: list[Input]) -> None:
+    """After every event the last change emitted is what decide says: no change is skipped."""
+    state = initial(USER)
+    for event in in_order(events):
+        state, _ = react(state, event, rules)
+        rx = decide(state, rules)
+        assert rx is None or same(rx, state.last)

@@ -1,4 +1,8 @@
-"""Section 4: how a session's pain answers become GREEN, AMBER or RED."""
+"""Section 4: how a session's pain answers become GREEN, AMBER or RED, under rule set 1.
+
+Where rule set 2 differs (tolerance, the next-day baseline, C1 at rest, the
+optional after log, RED next day) its boundaries are in test_rules_v2.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,15 @@ from datetime import timedelta
 import pytest
 
 from services.prescriber.engine import State
-from tests.unit.engine.factories import answered, at, daily_baselines, make_pain, make_start, run
+from tests.unit.engine.factories import (
+    V1,
+    answered,
+    at,
+    daily_baselines,
+    make_pain,
+    make_start,
+    run,
+)
 
 
 def verdict(state: State) -> str:
@@ -19,7 +31,7 @@ def verdict(state: State) -> str:
 def judged(*events: object, baseline: int = 3, finalize: bool = True) -> State:
     """Start at T0, baseline logs days 0-1, the given events, and a late log to finalize."""
     tail = [make_pain(occurred_at=at(5, 7), score=baseline)] if finalize else []
-    state, _ = run([make_start(), *daily_baselines(0, 1, score=baseline), *events, *tail])  # type: ignore[list-item]
+    state, _ = run([make_start(), *daily_baselines(0, 1, score=baseline), *events, *tail], rules=V1)  # type: ignore[list-item]
     return state
 
 
@@ -89,15 +101,15 @@ def test_missing_morning_log_is_amber_once_36h_passed() -> None:
     state = judged(*answered(1, after=2, morning=None), finalize=False)
     assert state.program is not None
     assert not state.program.finals
-    later, _ = run([make_pain(occurred_at=at(1, 10) + timedelta(hours=36))], state)
+    later, _ = run([make_pain(occurred_at=at(1, 10) + timedelta(hours=36))], state, V1)
     assert verdict(later) == "amber"
 
 
 def test_missing_baseline_compares_with_2() -> None:
     """With no baseline ever logged, after and morning are compared with 2."""
     events = [make_start(), *answered(1, after=2, morning=2)]
-    state, _ = run([*events, make_pain(occurred_at=at(5))])
+    state, _ = run([*events, make_pain(occurred_at=at(5))], rules=V1)
     assert verdict(state) == "green"
     events = [make_start(), *answered(1, after=2, morning=3)]
-    state, _ = run([*events, make_pain(occurred_at=at(5))])
+    state, _ = run([*events, make_pain(occurred_at=at(5))], rules=V1)
     assert verdict(state) == "red"
