@@ -20,6 +20,18 @@ from services.clinical.cohort import Outcome, simulate, versions
 from services.clinical.metrics import targets
 
 console = Console()
+LEVELS = (
+    "Mean core level in force at the end of each program week, per archetype; "
+    "one panel per rule set."
+)
+PATIENTS = (
+    "The first improver, flare-prone, plateau and runner patient of the cohort under each "
+    "rule set: latent resting pain (light blue line), logged morning and baseline scores "
+    "(dots), pain during overloaded sessions (red crosses), true flares (pink); on the "
+    "right axis, latent capacity (dashed) and the load prescribed (green steps), both in "
+    "ladder levels; along the bottom, the phase in force (blue protect, green build, "
+    "orange return to run, red flare, purple refer)."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,10 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print_targets(outcome)
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    figures = [
-        plots.plot_levels(outcome.facts, docs / "clinical-levels.png").name,
-        plots.plot_examples(outcome.examples, docs / "clinical-patients.png").name,
-    ]
+    figures = {
+        plots.plot_levels(outcome.facts, docs / "clinical-levels.png").name: LEVELS,
+        plots.plot_examples(outcome.examples, docs / "clinical-patients.png").name: PATIENTS,
+    }
     path = report.write(
         docs / "CLINICAL.md", report.render(outcome, args.seed, args.weeks, figures)
     )

@@ -13,6 +13,7 @@ from statistics import mean, median
 from typing import TypeVar
 
 from services.clinical.facts import NO_IMPROVEMENT, Facts, FlareFacts
+from shared.cohort.body import CLEAR_OVERLOAD
 
 T = TypeVar("T")
 
@@ -65,6 +66,8 @@ class Summary:
     overloads: int
     overloads_answered: float | None
     overloads_stepped_down: float | None
+    clear_overloads: int
+    clear_overloads_answered: float | None
     referrals: dict[str, list[int]]  # reason -> program days
     changes_per_week: float | None
     weekly_levels: tuple[float | None, ...]
@@ -74,6 +77,7 @@ def summarise(group: Sequence[Facts]) -> Summary:
     """Figures of a group; shares are fractions, None where nothing was there to count."""
     flares = [f for p in group for f in p.flares if f.detectable]
     overloads = [o for p in group for o in p.overloads]
+    clear = [o for o in overloads if o.excess >= CLEAR_OVERLOAD]
     firsts = [p.first_progression for p in group if p.first_progression is not None]
     days: dict[str, list[int]] = defaultdict(list)
     for p in group:
@@ -96,6 +100,8 @@ def summarise(group: Sequence[Facts]) -> Summary:
         overloads=len(overloads),
         overloads_answered=_share(overloads, lambda o: o.answered),
         overloads_stepped_down=_share(overloads, lambda o: o.stepped_down),
+        clear_overloads=len(clear),
+        clear_overloads_answered=_share(clear, lambda o: o.answered),
         referrals=dict(sorted(days.items())),
         changes_per_week=_ratio(sum(p.changes for p in group), sum(p.weeks for p in group)),
         weekly_levels=_weekly(group),

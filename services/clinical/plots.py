@@ -23,6 +23,13 @@ _PALETTE = (
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
 _COLOURS = dict(zip(ARCHETYPES, _PALETTE, strict=False))
+PHASES = {
+    "protect": "#6baed6",
+    "build": "#74c476",
+    "return_to_run": "#fd8d3c",
+    "flare": "#de2d26",
+    "refer": "#756bb1",
+}
 
 
 def plot_levels(facts: dict[str, list[Facts]], path: Path) -> Path:
@@ -48,7 +55,11 @@ def plot_levels(facts: dict[str, list[Facts]], path: Path) -> Path:
 
 
 def plot_examples(examples: dict[str, list[Run]], path: Path) -> Path:
-    """A few patients under each rule set: pain, capacity and the load prescribed."""
+    """A few patients under each rule set: pain, capacity, the load prescribed and the phase.
+
+    True flares are shaded pink; the strip along the bottom is the phase in force
+    (``PHASES``: protect blue, build green, return to run orange, flare red, refer purple).
+    """
     versions = list(examples)
     rows = max((len(runs) for runs in examples.values()), default=0)
     fig, axes = plt.subplots(
@@ -67,6 +78,11 @@ def plot_examples(examples: dict[str, list[Run]], path: Path) -> Path:
 def _course(ax: Axes, run: Run, title: str) -> None:
     for start, last in run.truth.flares:
         ax.axvspan(start, last + 1, color="#ffd6d6", lw=0)
+    end = run.weeks * 7 + 1
+    for i, emitted in enumerate(run.changes):  # the engine's phases, as a strip at the bottom
+        until = run.day_of(run.changes[i + 1].at) if i + 1 < len(run.changes) else end
+        colour = PHASES[emitted.change.phase]
+        ax.axvspan(run.day_of(emitted.at), until, ymax=0.04, color=colour, lw=0)
     days = [d for d, _, _ in run.truth.daily]
     ax.plot(
         days,
@@ -86,7 +102,7 @@ def _course(ax: Axes, run: Run, title: str) -> None:
         color="#c0392b",
         label="overload: pain during",
     )
-    ax.set(ylim=(0, 10), xlim=(0, run.weeks * 7), ylabel="pain (0-10)", title=title)
+    ax.set(ylim=(0, 10), xlim=(0, end), ylabel="pain (0-10)", xlabel="program day", title=title)
     ax.title.set_fontsize(8)
     load = ax.twinx()
     load.plot(
@@ -99,7 +115,7 @@ def _course(ax: Axes, run: Run, title: str) -> None:
     )
     steps = [(run.day_of(e.at), prescribed_load(e.change)) for e in run.changes]
     if steps:
-        xs, ys = zip(*[*steps, (run.weeks * 7, steps[-1][1])], strict=True)
+        xs, ys = zip(*[*steps, (end, steps[-1][1])], strict=True)
         load.step(xs, ys, where="post", color="#2e7d32", lw=2, label="load prescribed")
     load.set(ylim=(0, 8), ylabel="load (ladder levels)")
     handles = ax.get_legend_handles_labels()[0] + load.get_legend_handles_labels()[0]

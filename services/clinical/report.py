@@ -19,8 +19,8 @@ END = "<!-- make clinical: end -->"
 _BINS = ((0, 6), (7, 41), (42, 49), (50, 83), (84, 10_000))
 
 
-def render(outcome: Outcome, seed: int, weeks: int, figures: list[str]) -> str:
-    """The generated block, markers included."""
+def render(outcome: Outcome, seed: int, weeks: int, figures: dict[str, str]) -> str:
+    """The generated block, markers included; ``figures`` maps file names to captions."""
     versions = list(outcome.facts)
     summaries = {v: by_archetype(outcome.facts[v]) for v in versions}
     lines = [
@@ -50,7 +50,10 @@ def render(outcome: Outcome, seed: int, weeks: int, figures: list[str]) -> str:
             *archetype_table({v: summaries[v][archetype] for v in versions}),
             "",
         ]
-    lines += ["### Figures", ""] + [f"![{name}]({name})" for name in figures] + ["", END]
+    lines += ["### Figures", ""]
+    for name, caption in figures.items():
+        lines += [f"![{name}]({name})", "", caption, ""]
+    lines.append(END)
     return "\n".join(lines)
 
 
@@ -122,10 +125,16 @@ def _flares(s: Summary) -> str:
 def _overloads(s: Summary) -> str:
     if not s.overloads:
         return "–"
+    clear = (
+        f"; clear (1 level or more): {s.clear_overloads}, "
+        f"{_value(s.clear_overloads_answered, True)} held or stepped down"
+        if s.clear_overloads
+        else ""
+    )
     return (
         f"{s.overloads} ({s.overloads / s.patients:.2f} per patient): "
         f"{_value(s.overloads_answered, True)} held or stepped down, "
-        f"{_value(s.overloads_stepped_down, True)} stepped down"
+        f"{_value(s.overloads_stepped_down, True)} stepped down{clear}"
     )
 
 

@@ -108,7 +108,7 @@ class VirtualPatient:
     def __init__(self, persona: Persona, seed: int, weeks: int = 12) -> None:
         self.p = persona
         self.seed = seed
-        self.days = weeks * 7
+        self.days = weeks * 7 + 1  # intake day, then whole weeks: day 84 is the week-12 review
         self.day0: date = persona.started_at.date()
         self.midnight = datetime.combine(self.day0, time(0), persona.tz)
         self.body = Body(persona)

@@ -285,7 +285,7 @@ def test_the_report_replaces_only_its_own_block(tmp_path: Path) -> None:
 def test_the_rendered_block_has_a_target_row_per_target_and_a_table_per_archetype() -> None:
     """The generated markdown lists every target and every archetype present."""
     outcome = _small(SEED)
-    block = report.render(outcome, SEED, 12, ["clinical-levels.png"])
+    block = report.render(outcome, SEED, 12, {"clinical-levels.png": "levels"})
     for target in targets(next(iter(outcome.facts.values()))):
         assert f"| {target.name} |" in block
     for archetype in {p.archetype for p in outcome.patients}:
