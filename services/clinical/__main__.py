@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.clinical import plots, report
-from services.clinical.cohort import Outcome, simulate, versions
+from services.clinical.cohort import PATIENTS, SEED, Outcome, simulate, versions
 from services.clinical.metrics import targets
 
 console = Console()
@@ -24,7 +24,7 @@ LEVELS = (
     "Mean core level in force at the end of each program week, per archetype; "
     "one panel per rule set."
 )
-PATIENTS = (
+EXAMPLE_COURSES = (
     "The first improver, flare-prone, plateau and runner patient of the cohort under each "
     "rule set: latent resting pain (light blue line), logged morning and baseline scores "
     "(dots), pain during overloaded sessions (red crosses), true flares (pink); on the "
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs.mkdir(parents=True, exist_ok=True)
     figures = {
         plots.plot_levels(outcome.facts, docs / "clinical-levels.png").name: LEVELS,
-        plots.plot_examples(outcome.examples, docs / "clinical-patients.png").name: PATIENTS,
+        plots.plot_examples(outcome.examples, docs / "clinical-patients.png").name: EXAMPLE_COURSES,
     }
     path = report.write(
         docs / "CLINICAL.md", report.render(outcome, args.seed, args.weeks, figures)
@@ -72,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.clinical", description=__doc__)
-    parser.add_argument("--patients", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--patients", type=int, default=PATIENTS)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--rules", action="append", help="a built-in rule set (default: all)")
     parser.add_argument("--docs", default="docs", help="where CLINICAL.md and the figures go")

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 from services.clinical.driver import Run, run_patient
 from services.clinical.facts import Facts, facts
+from services.clinical.metrics import Target, targets
 from services.prescriber.engine.rules import RULE_SETS, builtin
 from shared.cohort.persona import Persona, personas
 
 EXAMPLES = ("improver", "flare", "plateau", "runner")
+PATIENTS = 1000  # make clinical's cohort
+SEED = 2026
 
 
 @dataclass
@@ -72,3 +75,8 @@ def simulate(
         outcome.events[version], outcome.late[version] = events, late
         outcome.refolds[version] = refolds
     return outcome
+
+
+def measured(version: str, n: int = PATIENTS, seed: int = SEED) -> list[Target]:
+    """The targets as make clinical measures them for one rule set (its whole cohort)."""
+    return targets(simulate(n, seed, rule_sets=[version]).facts[version])

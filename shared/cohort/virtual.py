@@ -101,6 +101,11 @@ class Truth:
     daily: list[tuple[int, float, float]] = field(default_factory=list)  # day, resting, capacity
     rmdq: dict[int, int] = field(default_factory=dict)
 
+    @property
+    def overload_days(self) -> list[int]:
+        """Program days on which a session's load exceeded the capacity of the day."""
+        return [s.day for s in self.sessions if s.overloaded]
+
 
 class VirtualPatient:
     """One patient's days; events are held until they reach the server (``arrived``)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 from services.clinical import report
-from services.clinical.cohort import Outcome, simulate, versions
+from services.clinical.cohort import Outcome, measured, simulate, versions
 from services.clinical.driver import Emitted, Run, run_patient
 from services.clinical.facts import facts
 from services.clinical.metrics import Target, targets
@@ -269,6 +269,14 @@ def test_same_seed_gives_the_same_figures() -> None:
     for version, found in _small(SEED).facts.items():
         assert again.facts[version] == found
         assert [t.row() for t in targets(again.facts[version])] == [t.row() for t in targets(found)]
+
+
+def test_measured_gives_the_targets_of_one_rule_set_on_its_cohort() -> None:
+    """measured(version) is targets() of that rule set's facts, one row per target."""
+    version = versions()[-1]
+    rows = [t.row() for t in measured(version, n=24, seed=SEED)]
+    assert rows == [t.row() for t in targets(_small(SEED).facts[version])]
+    assert len(rows) == 11
 
 
 def test_the_report_replaces_only_its_own_block(tmp_path: Path) -> None:

@@ -170,6 +170,7 @@ def test_overload_raises_pain_during_after_and_next_morning() -> None:
         easy, hard = live_truth(persona, prescription(1)), live_truth(persona, prescription(5))
         over = [s for s in hard.truth.sessions if s.overloaded]
         assert over
+        assert hard.truth.overload_days == [s.day for s in over]
         assert all(s.during >= 5 for s in over if s.excess >= 1)
         assert mean(s.during for s in hard.truth.sessions) > mean(
             s.during for s in easy.truth.sessions
