@@ -36,33 +36,19 @@ the load they prescribe differs.
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
 
-from shared.events import (
-    ExerciseDone,
-    Input,
-    PainContext,
-    PainLocation,
-    PainLogged,
-    PrescribedExercise,
-    PrescriptionChanged,
-    RedFlag,
-    RehabStarted,
-    SessionCompleted,
-)
+from shared.events import PainContext, PainLocation, PrescribedExercise
 
-from .body import Body, Response, score
+from .body import Body, score
 from .load import load_of
 from .outbox import Arrival
 from .persona import Persona
-
-PrescriptionReader = Callable[[datetime], PrescriptionChanged | None]
-"""What the patient's app knows: the latest prescription the server holds at a moment."""
+from .phone import Phone
+from .reader import PrescriptionReader
 
 WAIT_DAYS = 4  # after a red flag the patient keeps logging pain while waiting to be seen
 OUTCOME_WEEKS = (0, 6, 12)  # when RMDQ is asked: intake, week 6, week 12
@@ -117,16 +103,13 @@ class VirtualPatient:
         self.day0: date = persona.started_at.date()
         self.midnight = datetime.combine(self.day0, time(0), persona.tz)
         self.body = Body(persona)
-        self.cached: PrescriptionChanged | None = None
-        self.held: list[tuple[datetime, int, Arrival]] = []
-        self.seq = 0
-        self.offline = _offline_days(persona, seed, self.days) if persona.offline else {}
         self.truth = Truth(
             archetype=persona.archetype,
             flares=[(f.start, f.start + f.days - 1) for f in persona.flares],
             leg_days=sorted(persona.leg_days),
         )
         self.rng = random.Random()  # noqa: S311 - reseeded per day (``live``)
+        self.phone = Phone(persona, seed, self.days, self.rng, self.truth.red_flag_events)
 
     def end_of(self, day: int) -> datetime:
         """Local midnight after program ``day``, in UTC."""
@@ -134,10 +117,7 @@ class VirtualPatient:
 
     def arrived(self, until: datetime | None = None) -> list[Arrival]:
         """Hand out the events that reached the server by ``until`` (all with None)."""
-        held, out = self.held, []
-        while held and (until is None or held[0][0] <= until):
-            out.append(heapq.heappop(held)[2])
-        return out
+        return self.phone.arrived(until)
 
     def live(self, day: int, read: PrescriptionReader) -> None:
         """Live program ``day``: log, read the prescription, maybe exercise; in time order."""
@@ -153,11 +133,11 @@ class VirtualPatient:
 
     def _intake(self, read: PrescriptionReader) -> None:
         p, rng = self.p, self.rng
-        self._rehab_started(p.started_at, p.intake_red_flags)
+        self.phone.rehab_started(p.started_at, p.intake_red_flags)
         if rng.random() < 0.85:
             at = p.started_at + timedelta(minutes=2 + rng.randrange(28))
-            self._pain(at, self._morning_score(0), "baseline", location=self._where(0))
-        self._sync(p.started_at + timedelta(minutes=35), read, 0)
+            self.phone.pain(at, self._morning_score(0), "baseline", location=self._where(0))
+        self.phone.sync(p.started_at + timedelta(minutes=35), read, 0)
         self.truth.daily.append((0, self.body.resting(0), self.body.capacity(0)))
         self.body.settle()
 
@@ -168,7 +148,7 @@ class VirtualPatient:
             return
         body = self.body
         if mode == "restart":
-            self._rehab_started(self._local(day, self._between(9, 12)), ())
+            self.phone.rehab_started(self._local(day, self._between(9, 12)), ())
         resting = body.resting(day)
         self.truth.daily.append((day, resting, body.capacity(day)))
         plan = self._plan(day)
@@ -188,7 +168,7 @@ class VirtualPatient:
             value = self._morning_score(day, resting)
         context: PainContext = "morning" if what == "morning" else "baseline"
         flags = (flag,) if flag else ()
-        self._pain(at, value, context, flags=flags, location=self._where(day))
+        self.phone.pain(at, value, context, flags=flags, location=self._where(day))
 
     def _plan(self, day: int) -> list[tuple[datetime, str]]:
         """What happens when today: the pain logs drawn first, then the app's session slot."""
@@ -208,7 +188,7 @@ class VirtualPatient:
         return plan
 
     def _session(self, day: int, begin: datetime, read: PrescriptionReader) -> None:
-        rx, stale = self._sync(begin, read, day)
+        rx, stale = self.phone.sync(begin, read, day)
         if rx is None or not rx.exercises or not self._session_day(day, rx.sessions_per_week):
             return
         rng = self.rng
@@ -220,11 +200,11 @@ class VirtualPatient:
         end = begin + timedelta(minutes=length, seconds=rng.randrange(60))
         if rng.random() < 0.8:
             seen = begin + timedelta(minutes=3 + rng.randrange(max(1, length - 3)))
-            self._pain(seen, response.during, "during_exercise", session_id=session_id)
-        self._completed(end, session_id, done, response, length)
+            self.phone.pain(seen, response.during, "during_exercise", session_id=session_id)
+        self.phone.completed(end, session_id, done, response, length)
         if rng.random() < 0.85:
             later = end + timedelta(seconds=self._between(1, 4))
-            self._pain(later, response.after, "after_exercise", session_id=session_id)
+            self.phone.pain(later, response.after, "after_exercise", session_id=session_id)
         self.truth.sessions.append(
             SessionTruth(
                 day=day,
@@ -238,16 +218,6 @@ class VirtualPatient:
                 stale=stale,
             )
         )
-
-    def _sync(
-        self, at: datetime, read: PrescriptionReader, day: int
-    ) -> tuple[PrescriptionChanged | None, bool]:
-        """The prescription the app shows at ``at``: the server's if online, else its cache."""
-        back = self.offline.get(day)
-        if back is not None and at < back:  # the device is offline: the app shows its cache
-            return self.cached, True
-        self.cached = read(at)
-        return self.cached, False
 
     def _session_day(self, day: int, per_week: int) -> bool:
         weekday = (self.day0 + timedelta(days=day)).weekday()
@@ -293,88 +263,6 @@ class VirtualPatient:
         rmdq = 2.3 * self.body.resting(day) + self.rng.gauss(0.0, 2.0)
         self.truth.rmdq[day] = max(0, min(24, round(rmdq)))
 
-    # -- events ------------------------------------------------------------
-
-    def _rehab_started(self, at: datetime, flags: tuple[RedFlag, ...]) -> None:
-        p = self.p
-        event = RehabStarted(
-            event_id=self._id(),
-            user_id=p.user_id,
-            occurred_at=at,
-            onset_date=p.onset_date,
-            cause=p.cause,
-            goals=p.goals,
-            preferences=p.preferences,
-            sessions_per_week=p.sessions_per_week,
-            clinic_id=p.clinic_id,
-            red_flags=flags,
-            start_back=p.start_back,
-        )
-        if flags:
-            self.truth.red_flag_events.append(event.event_id)
-        self._send(event)
-
-    def _pain(
-        self,
-        at: datetime,
-        value: int,
-        context: PainContext,
-        *,
-        session_id: str | None = None,
-        flags: tuple[RedFlag, ...] = (),
-        location: PainLocation | None = None,
-    ) -> None:
-        event = PainLogged(
-            event_id=self._id(),
-            user_id=self.p.user_id,
-            occurred_at=at,
-            score=value,
-            context=context,
-            session_id=session_id,
-            red_flags=flags,
-            location=location,
-        )
-        if flags:
-            self.truth.red_flag_events.append(event.event_id)
-        self._send(event)
-
-    def _completed(
-        self,
-        at: datetime,
-        session_id: str,
-        done: tuple[PrescribedExercise, ...],
-        response: Response,
-        length: int,
-    ) -> None:
-        rng = self.rng
-        event = SessionCompleted(
-            event_id=self._id(),
-            user_id=self.p.user_id,
-            occurred_at=at,
-            session_id=session_id,
-            exercises=tuple(_done(e) for e in done),
-            completed=response.completed,
-            difficulty=response.difficulty,
-            pain_during=response.during if rng.random() < 0.85 else None,
-            duration_minutes=length,
-        )
-        # a wearable that syncs late: the session lands after the pain logs around it
-        late = self.p.offline and rng.random() < 0.6
-        self._send(event, late_by=self._between(3, 40) if late else 0)
-
-    def _send(self, event: Input, late_by: int = 0) -> None:
-        occurred = event.occurred_at
-        back = self.offline.get((occurred.date() - self.day0).days)
-        if back is not None and occurred < back:  # offline: the batch syncs when back online
-            at = back.astimezone(UTC)
-        else:
-            at = occurred.astimezone(UTC) + timedelta(seconds=late_by + 1 + self.rng.randrange(30))
-        heapq.heappush(self.held, (at, self.seq, Arrival(at, event)))
-        self.seq += 1
-
-    def _id(self) -> UUID:
-        return UUID(int=self.rng.getrandbits(128), version=4)
-
     def _between(self, low: float, high: float) -> int:
         """Seconds into a day between two hours."""
         return int(self.rng.uniform(low, high) * _HOUR)
@@ -383,35 +271,6 @@ class VirtualPatient:
         return self.midnight + timedelta(days=day, seconds=seconds)
 
 
-def _done(exercise: PrescribedExercise) -> ExerciseDone:
-    """A prescribed exercise as the patient logs having done it, at the prescribed dose."""
-    return ExerciseDone(
-        exercise_id=exercise.exercise_id,
-        sets=exercise.sets or 1,
-        reps=exercise.reps,
-        hold_seconds=exercise.hold_seconds,
-        minutes=exercise.minutes,
-    )
-
-
 def _minutes(exercises: tuple[PrescribedExercise, ...]) -> int:
     """A session's length: the aerobic minutes plus about 3 minutes per other exercise."""
     return sum(e.minutes if e.minutes else 3 for e in exercises)
-
-
-def _offline_days(persona: Persona, seed: int, days: int) -> dict[int, datetime]:
-    """Program day -> when the device is back online, for spans of 1-3 days offline.
-
-    The day it comes back is included: before that moment it is still offline.
-    """
-    rng = random.Random(f"offline:{seed}:{persona.index}")  # noqa: S311 - simulation
-    midnight = datetime.combine(persona.started_at.date(), time(0), persona.tz)
-    release: dict[int, datetime] = {}
-    day = rng.randint(2, 6)
-    while day < days:
-        span = rng.randint(1, 3)
-        back = midnight + timedelta(days=day + span, seconds=int(rng.uniform(7, 10) * _HOUR))
-        for offline in range(day, min(day + span + 1, days)):
-            release[offline] = back
-        day += span + rng.randint(3, 8)
-    return release
