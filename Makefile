@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck bench demo up docs clean constraints
+.PHONY: install test lint typecheck bench clinical demo up docs clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 ## Benchmarks print figures; they assert nothing about speed.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+## Virtual patients through the pure engine under every built-in rule set: docs/CLINICAL.md.
+clinical: $(STAMP)
+	$(BIN)/python -m services.clinical
 
 ## The committed OpenAPI/AsyncAPI documents (a unit test checks they match the code).
 docs: $(STAMP)
