@@ -55,10 +55,10 @@ def _rise(
     """The rise this score continues, starts or ends (None)."""
     rise, today = state.program.rise if state.program else None, at.date()
     if rise is not None and today - rise.day <= rules.spans.flare_rise_gap:
-        if score < rise.median + rules.flare_jump:
-            return None  # a score back down breaks the row
         if today == rise.day:
-            return rise  # the next score in a row must fall on another day
+            return rise  # the row runs over days: another score that day neither counts nor breaks
+        if score < rise.median + rules.flare_jump:
+            return None  # a day back down breaks the row
         return amend(rise, day=today, count=rise.count + 1)
     if before is None or score < before + rules.flare_jump:
         return None

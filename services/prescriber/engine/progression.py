@@ -12,7 +12,7 @@ from bisect import bisect_right
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.prescriber.engine.baseline import baseline_at
+from services.prescriber.engine.baseline import baseline_at, median_since
 from services.prescriber.engine.phase import phase_of
 from services.prescriber.engine.rules import RuleSet
 from services.prescriber.engine.state import Episode, Final, Pending, Program, State, amend
@@ -54,17 +54,27 @@ def _apply(
     }
     # protect, flare and refer hold the levels where they are
     if phase_of(state.today, episode, program, rules) in _MOVING:
+        step: dict[str, Any] = {}
         if verdict == "red":
             if _may_regress(program, state.now, rules):
-                changes.update(_regress(program, session, state.now))
+                step = _regress(program, session, state.now)
         elif verdict == "green" and _may_progress(state, episode, program, finals, rules):
             ready = rules.run_entry_is_step and episode.run_goal and not program.running
             # v2: a runner ready for return_to_run takes that as the step, not another level
             entered = maybe_run(state, episode, amend(program, **changes), rules) if ready else None
             if entered is not None and entered.running:
                 return entered
-            changes.update(_progress(episode, program, state.now, rules))
+            step = _progress(episode, program, state.now, rules)
+        if not rules.step_only_when_moved or _moves(program, step):
+            changes.update(step)
     return amend(program, **changes)
+
+
+def _moves(program: Program, step: dict[str, Any]) -> bool:
+    """The step changes a prescribed level (at the top or at 1 a step moves nothing)."""
+    if step.get("levels", program.levels) != program.levels:
+        return True
+    return program.running and step.get("run_level", program.run_level) != program.run_level
 
 
 def _may_regress(program: Program, now: datetime | None, rules: RuleSet) -> bool:
@@ -121,7 +131,18 @@ def _may_progress(
     spacing = rules.spans.step_spacing
     if program.last_step_at is not None and now - program.last_step_at < spacing:
         return False
+    if rules.hold_on_raised_morning and raised_morning(state, rules):
+        return False
     return not low_adherence(episode, program, now, rules)
+
+
+def raised_morning(state: State, rules: RuleSet) -> bool:
+    """The event being folded is a baseline or morning score above the baseline before it."""
+    scores = state.scores
+    if not scores or scores[-1][0] != state.now:
+        return False
+    before = median_since(scores[:-1], scores[-1][0] - rules.spans.baseline)
+    return before is not None and scores[-1][1] > before
 
 
 def low_adherence(episode: Episode, program: Program, now: datetime, rules: RuleSet) -> bool:

@@ -166,8 +166,12 @@ class RuleSet(BaseModel):
     # 5. progress, hold, regress
     progress_greens: int = Field(default=2, ge=1)
     step_spacing_days: float = 7
+    #: a step up at the top or down at level 1 moves nothing and is no step (keeps the spacing)
+    step_only_when_moved: bool = True
     adherence_days: float = 14
     adherence_fraction: float = 0.5
+    #: no step up on a baseline or morning score above the baseline before it (a flare may start)
+    hold_on_raised_morning: bool = True
     #: RED verdicts made final within this many hours of a regress step down no further
     regress_quiet_hours: float = 48
     # 6. flare-up
@@ -305,6 +309,8 @@ V1_VALUES: dict[str, Any] = {
     "after_optional": False,
     "red_next_day_delta": None,
     "regress_quiet_hours": 0,
+    "hold_on_raised_morning": False,
+    "step_only_when_moved": False,
     "flare_rise_scores": 1,
     "flare_big_jump": None,
     "resume_keeps_running": False,

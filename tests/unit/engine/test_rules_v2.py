@@ -405,3 +405,36 @@ def test_the_first_change_under_v2_says_rules_updated() -> None:
     assert changes[0].rules_version == "2"
     assert "rules_updated" in codes(changes[0])
     assert all("rules_updated" not in codes(c) for c in changes[1:])
+
+
+# -- choices where the cohort showed RULES.md needed one --------------------------
+
+
+def test_a_rise_is_judged_by_day_a_lower_score_the_same_day_does_not_break_it() -> None:
+    """Morning 4, evening 2, next morning 4 over a median of 1: a sustained rise."""
+    base = [make_start(), *daily_baselines(0, 9, score=1)]
+    evening = make_pain(occurred_at=at(10, 20), score=2)
+    rx = decided([*base, *scores((10, 4)), evening, *scores((11, 4))])
+    assert rx.phase == "flare"
+    assert codes(rx)[0] == "flare_sustained_rise"
+
+
+def test_no_step_up_on_a_morning_above_the_baseline() -> None:
+    """Two greens settled by a morning 1 above baseline hold; a calm morning steps up."""
+    greens = [e for d in (1, 3, 5) for e in answered(d)]
+    course = [make_start(), *daily_baselines(0, 12), *greens]
+    session = answered(8, morning=None)
+    raised = [*course, *session, *scores((9, 3))]  # at baseline + 1: still GREEN
+    calm = [*course, *session, *scores((9, 2))]
+    assert set(levels(run(raised)[0]).values()) == {1}
+    assert set(levels(run(calm)[0]).values()) == {2}
+    assert set(levels(run(raised, rules=V1)[0], V1).values()) == {1}  # v1: 3 > 2 is RED
+
+
+def test_a_step_down_at_level_1_is_no_step() -> None:
+    """A RED verdict at level 1 moves nothing, so it does not restart the 7-day spacing."""
+    red = answered(4, during=6)  # final on day 5
+    greens = [e for d in (5, 6) for e in answered(d)]
+    events = [make_start(), *daily_baselines(0, 9), *red, *greens]
+    assert set(levels(run(events)[0]).values()) == {2}  # day 7: one week after the start
+    assert set(levels(run(events, rules=V1)[0], V1).values()) == {1}
