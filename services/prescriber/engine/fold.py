@@ -22,7 +22,7 @@ from services.prescriber.engine.progression import maybe_run, settle
 from services.prescriber.engine.rules import DEFAULT_RULES, RuleSet
 from services.prescriber.engine.state import Pending, Program, State, amend, amend_with, initial
 from services.prescriber.engine.verdict import attach
-from shared.events import Input, PainLogged, PrescriptionChanged, SessionCompleted
+from shared.events import Input, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
 
 RECENT_IDS = 32
 DURING_KEEP = timedelta(hours=12)
@@ -47,8 +47,12 @@ def evolve(state: State, event: Input, rules: RuleSet = DEFAULT_RULES) -> State:
         state = _advance(state, event, rules, _pain(state, event, rules))
     elif isinstance(event, SessionCompleted):
         state = _advance(state, event, rules, _session(state, event, rules))
-    else:
+    elif isinstance(event, RehabStarted):
         state = open_episode(_advance(state, event, rules, {}), event, rules)
+    else:
+        # ClinicianReviewed and OutcomeRecorded: no rule reads them yet, so
+        # they only move "now" (and settle what time alone settles).
+        state = _advance(state, event, rules, {})
     return _settle(state, rules)
 
 
