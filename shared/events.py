@@ -20,10 +20,12 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -84,6 +86,12 @@ ReviewAction = Literal[
     "release",
     "acknowledge_referral",
 ]
+#: The field each action takes besides itself; every other action leaves it out.
+ARGUMENT_OF: Final[dict[str, str]] = {
+    "set_levels": "levels",
+    "exclude_exercise": "exercise_id",
+    "include_exercise": "exercise_id",
+}
 Level = Annotated[int, Field(strict=True, ge=1, le=5)]
 Instrument = Literal["rmdq", "odi", "psfs", "pgic"]
 #: The score range of each outcome instrument (RULES.md section 11), bounds included.
@@ -205,19 +213,45 @@ class Levels(Mapping[str, int]):
             ),
         )
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        as_object = handler(schema)
+        # patternProperties alone would leave keys that are no exercise_id unconstrained
+        [(pattern, level)] = as_object.pop("patternProperties").items()
+        return {**as_object, "propertyNames": {"pattern": pattern}, "additionalProperties": level}
 
-def _argument(action: str, needs: tuple[str, ...], value: object) -> None:
-    """Raise a field error unless ``value`` is given exactly when ``action`` needs it."""
-    if value is None and action in needs:
-        raise PydanticCustomError(
-            "missing", "Field required for action {action}", {"action": action}
-        )
-    if value is not None and action not in needs:
-        raise PydanticCustomError(
-            "unexpected_argument",
-            "Only allowed with action {needs}, not {action}",
-            {"action": action, "needs": " or ".join(needs)},
-        )
+
+def _actions_taking(field: str) -> list[str]:
+    return [action for action, argument in ARGUMENT_OF.items() if argument == field]
+
+
+def _arguments_schema(kinds: dict[str, str]) -> dict[str, Any]:
+    """``ARGUMENT_OF`` in JSON Schema (``kinds``: field -> JSON type), for the API documents."""
+    return {
+        "allOf": [
+            {
+                "if": {"properties": {"action": {"enum": _actions_taking(field)}}},
+                "then": {"required": [field], "properties": {field: {"type": kind}}},
+                "else": {"properties": {field: {"type": "null"}}},
+            }
+            for field, kind in kinds.items()
+        ]
+    }
+
+
+def _ranges_schema() -> dict[str, Any]:
+    """``OUTCOME_RANGES`` in JSON Schema, for the API documents."""
+    return {
+        "allOf": [
+            {
+                "if": {"properties": {"instrument": {"const": instrument}}},
+                "then": {"properties": {"score": {"minimum": low, "maximum": high}}},
+            }
+            for instrument, (low, high) in OUTCOME_RANGES.items()
+        ]
+    }
 
 
 class ClinicianReviewed(_Event):
@@ -231,6 +265,12 @@ class ClinicianReviewed(_Event):
     sent there is replaced.
     """
 
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra=_arguments_schema({"levels": "object", "exercise_id": "string"}),
+    )
+
     type: Literal["ClinicianReviewed"] = "ClinicianReviewed"
     action: ReviewAction
     levels: Levels | None = Field(default=None, validate_default=True)
@@ -238,23 +278,24 @@ class ClinicianReviewed(_Event):
     note: Annotated[str, StringConstraints(max_length=2000)] | None = None
     reviewed_by: ClinicId | None = None
 
-    @field_validator("levels")
+    @field_validator("levels", "exercise_id")
     @classmethod
-    def _levels_with_set_levels(cls, levels: Levels | None, info: ValidationInfo) -> Levels | None:
-        action = info.data.get("action")
-        if action is not None:  # else action itself is the error
-            _argument(action, ("set_levels",), levels)
-        return levels
-
-    @field_validator("exercise_id")
-    @classmethod
-    def _exercise_with_its_actions(
-        cls, exercise_id: str | None, info: ValidationInfo
-    ) -> str | None:
-        action = info.data.get("action")
-        if action is not None:
-            _argument(action, ("exclude_exercise", "include_exercise"), exercise_id)
-        return exercise_id
+    def _argument_of_the_action(cls, value: Any, info: ValidationInfo) -> Any:
+        """Given exactly when the action takes this field (``ARGUMENT_OF``), else an error on it."""
+        action, field = info.data.get("action"), info.field_name
+        if action is None:  # the action itself is the error
+            return value
+        if value is None and ARGUMENT_OF.get(action) == field:
+            raise PydanticCustomError(
+                "missing", "Field required for action {action}", {"action": action}
+            )
+        if value is not None and ARGUMENT_OF.get(action) != field:
+            raise PydanticCustomError(
+                "unexpected_argument",
+                "Only allowed with action {actions}, not {action}",
+                {"action": action, "actions": " or ".join(_actions_taking(str(field)))},
+            )
+        return value
 
 
 class OutcomeRecorded(_Event):
@@ -264,6 +305,8 @@ class OutcomeRecorded(_Event):
     ``pgic`` 1-7 (``OUTCOME_RANGES``). Any JSON number in range; booleans,
     strings and non-finite numbers are refused.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_ranges_schema())
 
     type: Literal["OutcomeRecorded"] = "OutcomeRecorded"
     instrument: Instrument
