@@ -30,6 +30,12 @@ Role = Literal["device", "clinic", "operator"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 DAY: Final = 24 * 3600
 DEFAULT_TTL: Final[dict[Role, int]] = {"device": 365 * DAY, "clinic": 90 * DAY, "operator": DAY}
+#: The input event types each role may write (DESIGN.md "Who may write what");
+#: operators write every type.
+WRITES: Final[dict[Role, frozenset[str]]] = {
+    "device": frozenset({"RehabStarted", "PainLogged", "SessionCompleted", "OutcomeRecorded"}),
+    "clinic": frozenset({"ClinicianReviewed", "OutcomeRecorded"}),
+}
 #: Tolerated clock difference between the issuer and the verifier.
 CLOCK_SKEW: Final = 300
 MAX_TOKEN_LENGTH: Final = 2048
@@ -48,11 +54,23 @@ class Principal:
     role: Role
     subject: str | None
 
-    def can_write(self, user_id: str) -> bool:
-        """Devices write only their own user; operators any user; clinics never write events."""
+    def writes(self, event_type: str) -> bool:
+        """Whether this role may write events of ``event_type`` at all (for some user)."""
+        return self.role == "operator" or event_type in WRITES[self.role]
+
+    def can_write(self, event_type: str, user_id: str, clinic_of_user: str | None) -> bool:
+        """Devices write their own user, clinics their patients, each only its types (WRITES).
+
+        Operators write any type for any user. ``clinic_of_user`` is read for
+        clinic tokens only; others may pass None without looking it up.
+        """
+        if self.role == "operator":
+            return True
+        if event_type not in WRITES[self.role]:
+            return False
         if self.role == "device":
             return self.subject == user_id
-        return self.role == "operator"
+        return clinic_of_user is not None and clinic_of_user == self.subject
 
     def can_read(self, user_id: str, clinic_of_user: str | None) -> bool:
         """Devices read their own user; clinics users enrolled with them; operators everyone."""
@@ -200,6 +218,7 @@ def from_header(authorization: str | None) -> str:
 __all__ = [
     "DEFAULT_TTL",
     "ROLES",
+    "WRITES",
     "InvalidToken",
     "Principal",
     "Role",

@@ -9,11 +9,24 @@ validation, so models only ever describe the current version.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 ClinicId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -36,8 +49,10 @@ RedFlag = Literal[
     "unexplained_weight_loss",
     "major_trauma",
     "constant_night_pain",
+    # v2 (RULES.md section 1): emergency
     "bilateral_leg_symptoms",
     "sexual_dysfunction",
+    # v2: urgent
     "immunosuppression",
     "iv_drug_use",
     "long_term_steroids",
@@ -52,9 +67,42 @@ Difficulty = Literal["easy", "ok", "hard"]
 Phase = Literal["protect", "build", "flare", "return_to_run", "refer"]
 Stage = Literal["acute", "subacute", "chronic"]
 Change = Literal[
-    "started", "progressed", "regressed", "deloaded", "resumed", "phase_changed", "referred"
+    "started",
+    "progressed",
+    "regressed",
+    "deloaded",
+    "resumed",
+    "phase_changed",
+    "referred",
+    "adjusted",
 ]
 Urgency = Literal["emergency", "urgent", "routine"]
+ReviewAction = Literal[
+    "clear_red_flags",
+    "set_levels",
+    "exclude_exercise",
+    "include_exercise",
+    "hold",
+    "release",
+    "acknowledge_referral",
+]
+#: The field each action takes besides itself; every other action leaves it out.
+ARGUMENT_OF: Final[dict[str, str]] = {
+    "set_levels": "levels",
+    "exclude_exercise": "exercise_id",
+    "include_exercise": "exercise_id",
+}
+Level = Annotated[int, Field(strict=True, ge=1, le=5)]
+Instrument = Literal["rmdq", "odi", "psfs", "pgic"]
+#: The score range of each outcome instrument (RULES.md section 11), bounds included.
+OUTCOME_RANGES: Final[dict[str, tuple[int, int]]] = {
+    "rmdq": (0, 24),
+    "odi": (0, 100),
+    "psfs": (0, 10),
+    "pgic": (1, 7),
+}
+#: ``ClinicianReviewed.reviewed_by`` for reviews written with an operator token.
+OPERATOR_REVIEWER: Final = "operator"
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -123,6 +171,163 @@ class SessionCompleted(_Event):
     duration_minutes: Annotated[int, Field(strict=True, ge=0, le=600)] | None = None
 
 
+class Levels(Mapping[str, int]):
+    """``exercise_id -> level`` of a ``set_levels`` review: read-only and hashable.
+
+    On the wire a JSON object (keys as ``ExerciseId``, values strict integers
+    1-5); this type only freezes what pydantic validated, so an event holding
+    it stays immutable and hashable like every other event.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, levels: Mapping[str, int]) -> None:
+        self._levels = dict(levels)
+
+    def __getitem__(self, exercise_id: str) -> int:
+        return self._levels[exercise_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._levels)
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._levels.items()))
+
+    def __repr__(self) -> str:
+        return f"Levels({self._levels!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        # non-empty; at most as many exercises as a SessionCompleted may list
+        as_object = handler(Annotated[dict[ExerciseId, Level], Field(min_length=1, max_length=50)])
+        return core_schema.no_info_after_validator_function(
+            cls,
+            as_object,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                dict, return_schema=as_object
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        as_object = handler(schema)
+        # patternProperties alone would leave keys that are no exercise_id unconstrained
+        [(pattern, level)] = as_object.pop("patternProperties").items()
+        return {**as_object, "propertyNames": {"pattern": pattern}, "additionalProperties": level}
+
+
+def _actions_taking(field: str) -> list[str]:
+    return [action for action, argument in ARGUMENT_OF.items() if argument == field]
+
+
+def _arguments_schema(kinds: dict[str, str]) -> dict[str, Any]:
+    """``ARGUMENT_OF`` in JSON Schema (``kinds``: field -> JSON type), for the API documents."""
+    return {
+        "allOf": [
+            {
+                "if": {"properties": {"action": {"enum": _actions_taking(field)}}},
+                "then": {"required": [field], "properties": {field: {"type": kind}}},
+                "else": {"properties": {field: {"type": "null"}}},
+            }
+            for field, kind in kinds.items()
+        ]
+    }
+
+
+def _ranges_schema() -> dict[str, Any]:
+    """``OUTCOME_RANGES`` in JSON Schema, for the API documents."""
+    return {
+        "allOf": [
+            {
+                "if": {"properties": {"instrument": {"const": instrument}}},
+                "then": {"properties": {"score": {"minimum": low, "maximum": high}}},
+            }
+            for instrument, (low, high) in OUTCOME_RANGES.items()
+        ]
+    }
+
+
+class ClinicianReviewed(_Event):
+    """A clinician acted on a patient's program (RULES.md section 10).
+
+    ``levels`` comes with ``set_levels`` only, ``exercise_id`` with
+    ``exclude_exercise``/``include_exercise`` only; either out of place is an
+    error naming that field. ``note`` is free text for the clinic: never
+    logged, never in a webhook. ``reviewed_by`` is the clinic id or
+    ``operator``, set by the ingest from the writer's token; whatever a client
+    sent there is replaced.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra=_arguments_schema({"levels": "object", "exercise_id": "string"}),
+    )
+
+    type: Literal["ClinicianReviewed"] = "ClinicianReviewed"
+    action: ReviewAction
+    levels: Levels | None = Field(default=None, validate_default=True)
+    exercise_id: ExerciseId | None = Field(default=None, validate_default=True)
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    reviewed_by: ClinicId | None = None
+
+    @field_validator("levels", "exercise_id")
+    @classmethod
+    def _argument_of_the_action(cls, value: Any, info: ValidationInfo) -> Any:
+        """Given exactly when the action takes this field (``ARGUMENT_OF``), else an error on it."""
+        action, field = info.data.get("action"), info.field_name
+        if action is None:  # the action itself is the error
+            return value
+        if value is None and ARGUMENT_OF.get(action) == field:
+            raise PydanticCustomError(
+                "missing", "Field required for action {action}", {"action": action}
+            )
+        if value is not None and ARGUMENT_OF.get(action) != field:
+            raise PydanticCustomError(
+                "unexpected_argument",
+                "Only allowed with action {actions}, not {action}",
+                {"action": action, "actions": " or ".join(_actions_taking(str(field)))},
+            )
+        return value
+
+
+class OutcomeRecorded(_Event):
+    """An outcome measure's score (RULES.md section 11), within its instrument's range.
+
+    Ranges, bounds included: ``rmdq`` 0-24, ``odi`` 0-100, ``psfs`` 0-10,
+    ``pgic`` 1-7 (``OUTCOME_RANGES``). Any JSON number in range; booleans,
+    strings and non-finite numbers are refused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_ranges_schema())
+
+    type: Literal["OutcomeRecorded"] = "OutcomeRecorded"
+    instrument: Instrument
+    score: Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+    @field_validator("score")
+    @classmethod
+    def _score_in_range(cls, score: float, info: ValidationInfo) -> float:
+        instrument = info.data.get("instrument")
+        if instrument is None:  # the instrument is the error
+            return score
+        low, high = OUTCOME_RANGES[instrument]
+        if not low <= score <= high:
+            raise PydanticCustomError(
+                "out_of_range",
+                "Input should be between {low} and {high} for {instrument}",
+                {"low": low, "high": high, "instrument": instrument},
+            )
+        return score
+
+
 class PrescribedExercise(BaseModel):
     """One exercise of a prescription at one ladder level; unused doses are null."""
 
@@ -173,16 +378,15 @@ class PrescriptionChanged(_Event):
     rules_version: str
 
 
-InputEvent = Annotated[RehabStarted | PainLogged | SessionCompleted, Field(discriminator="type")]
-AnyEvent = Annotated[
-    RehabStarted | PainLogged | SessionCompleted | PrescriptionChanged,
-    Field(discriminator="type"),
-]
-Input = RehabStarted | PainLogged | SessionCompleted
+Input = RehabStarted | PainLogged | SessionCompleted | ClinicianReviewed | OutcomeRecorded
 Event = Input | PrescriptionChanged
+InputEvent = Annotated[Input, Field(discriminator="type")]
+AnyEvent = Annotated[Event, Field(discriminator="type")]
 
 INPUT_TYPES: dict[str, type[Input]] = {
     "RehabStarted": RehabStarted,
     "PainLogged": PainLogged,
     "SessionCompleted": SessionCompleted,
+    "ClinicianReviewed": ClinicianReviewed,
+    "OutcomeRecorded": OutcomeRecorded,
 }

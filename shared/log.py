@@ -26,7 +26,7 @@ import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 SENSITIVE_KEYS: Final = frozenset(
-    {"score", "pain_during", "notes", "token", "authorization", "secret", "password"}
+    {"score", "pain_during", "note", "notes", "token", "authorization", "secret", "password"}
 )
 REDACTED: Final = "[redacted]"
 _QUIET_BELOW: Final = logging.INFO

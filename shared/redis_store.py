@@ -28,13 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from shared.codec import DecodeError, from_fields, to_fields
-from shared.events import (
-    Input,
-    PainLogged,
-    PrescriptionChanged,
-    RehabStarted,
-    SessionCompleted,
-)
+from shared.events import Input, PrescriptionChanged, RehabStarted
 from shared.keys import Keys
 from shared.store import Appended, Snapshot, StoreUnavailable
 
@@ -56,7 +50,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 _UNAVAILABLE_PREFIXES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "LOADING", "BUSY ")
 _CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
-_INPUTS = (RehabStarted, PainLogged, SessionCompleted)
 #: ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) asks for a cluster client.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -156,7 +149,7 @@ def _lower(after: str) -> str:
 
 def _as_input(fields: dict[Any, Any]) -> Input:
     event = from_fields(fields)
-    if not isinstance(event, _INPUTS):
+    if isinstance(event, PrescriptionChanged):
         raise DecodeError(f"{event.type} found in a user history")
     return event
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from shared.events import Event, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
+from shared.events import (
+    ClinicianReviewed,
+    Event,
+    OutcomeRecorded,
+    PainLogged,
+    PrescriptionChanged,
+    RehabStarted,
+    SessionCompleted,
+)
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
 
@@ -22,11 +30,26 @@ def describe(event: Event) -> str:
         done = "completed" if event.completed else "partial"
         during = f", pain during {event.pain_during}" if event.pain_during is not None else ""
         return f"session {event.session_id} {done}, {event.difficulty}{during}"
+    if isinstance(event, ClinicianReviewed):
+        return _review(event)
+    if isinstance(event, OutcomeRecorded):
+        return f"outcome {event.instrument} {event.score:g}"
     dose = ", ".join(f"{e.exercise_id} L{e.level}" for e in event.exercises) or "no exercises"
     referral = (
         f"; referral {event.referral.urgency}: {event.referral.reason}" if event.referral else ""
     )
     return f"v{event.version} {event.change} -> {event.phase}: {dose}{referral}"
+
+
+def _review(event: ClinicianReviewed) -> str:
+    """The action and its argument; never the note's text (terminal output ends up in logs)."""
+    argument = ""
+    if event.levels is not None:
+        argument = " " + ", ".join(f"{e} L{level}" for e, level in event.levels.items())
+    elif event.exercise_id is not None:
+        argument = f" {event.exercise_id}"
+    note = ", with a note" if event.note else ""
+    return f"clinician {event.action}{argument} by {event.reviewed_by or '?'}{note}"
 
 
 async def show_history(settings: Settings, user_id: str, plot: str | None) -> int:

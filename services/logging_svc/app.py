@@ -9,7 +9,9 @@ solving); their FastAPI routes stay registered as what ``/openapi.json`` says.
 Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
 event; any failure of the store is a 503 with ``Retry-After`` (appends are
 idempotent by ``event_id``, so retrying is always safe), never a 500.
-Invariant 9: a device token writes only its own user, clinics write nothing.
+Invariant 9: ``writers`` says who may write what (devices their own user,
+clinics their users, each role only its event types). The store is asked for
+a user's clinic only for clinic tokens, so a device write stays one round trip.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from services.logging_svc.asgi import DirectRoutes, Handler, read_body
 from services.logging_svc.ingest import Rejected, batch_items, parse_json, to_event
 from services.logging_svc.limits import IngestLimits, Window
 from services.logging_svc.metrics import Metrics
+from services.logging_svc.writers import Forbidden, admit, needs_clinic
 from shared import auth
 from shared.access_log import CanonicalLog
 from shared.events import Input
@@ -42,7 +45,9 @@ from shared.store import Appended, EventStore, StoreUnavailable
 
 RETRY_AFTER_SECONDS = 1
 _log = structlog.get_logger("backtrack.ingest")
-_bearer = HTTPBearer(auto_error=False, description="A device or operator token (backtrack token).")
+_bearer = HTTPBearer(
+    auto_error=False, description="A device, clinic or operator token (backtrack token)."
+)
 router = APIRouter()
 
 
@@ -101,21 +106,40 @@ def _body(ingest: Ingest, receive: Receive, content_length: str) -> BodyReader:
     return partial(read_body, receive, content_length, ingest.settings.max_body_bytes)
 
 
-async def _append(ingest: Ingest, events: Sequence[Input]) -> list[Appended]:
-    assert ingest.store is not None, "the lifespan sets the store"
-    try:
-        return await ingest.store.append_many(events)
-    except StoreUnavailable as exc:
-        _log.warning("store_unavailable", error=str(exc), count=len(events))
-    except Exception as exc:
+def _unavailable(ingest: Ingest, exc: Exception, count: int) -> HTTPException:
+    """The 503 for a failed store call; ``count`` events were not stored."""
+    if isinstance(exc, StoreUnavailable):
+        _log.warning("store_unavailable", error=str(exc), count=count)
+    else:
         # Unexpected, but retrying is still safe (idempotent appends): 503, never 500.
-        _log.error("store_failed", error=type(exc).__name__, count=len(events), exc_info=True)
-    ingest.metrics.count("unavailable", len(events))
-    raise HTTPException(
+        _log.error("store_failed", error=type(exc).__name__, count=count, exc_info=exc)
+    ingest.metrics.count("unavailable", count)
+    return HTTPException(
         503,
         "event store unavailable; retry (appends are idempotent by event_id)",
         {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+async def _append(ingest: Ingest, events: Sequence[Input]) -> list[Appended]:
+    assert ingest.store is not None, "the lifespan sets the store"
+    try:
+        return await ingest.store.append_many(events)
+    except Exception as exc:
+        raise _unavailable(ingest, exc, len(events)) from None
+
+
+async def _clinic(
+    ingest: Ingest, user_id: str, known: dict[str, str | None], count: int
+) -> str | None:
+    """The user's clinic, read once per request (``known``); a failing read is a 503."""
+    if user_id not in known:
+        assert ingest.store is not None, "the lifespan sets the store"
+        try:
+            known[user_id] = await ingest.store.clinic_of(user_id)
+        except Exception as exc:
+            raise _unavailable(ingest, exc, count) from None
+    return known[user_id]
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -129,12 +153,6 @@ def _result(appended: Appended) -> dict[str, str]:
 def _tally(appended: list[Appended]) -> dict[str, int]:
     accepted = sum(1 for a in appended if a.status == "accepted")
     return {"accepted": accepted, "duplicate": len(appended) - accepted}
-
-
-def _forbidden(principal: auth.Principal, user_id: str) -> str:
-    if principal.role == "clinic":
-        return "forbidden: clinic tokens cannot write events"
-    return f"forbidden: this token may not write user {user_id}"
 
 
 @router.post(
@@ -158,12 +176,16 @@ async def accept_event(
     body = await read()
     try:
         event = ingest.event(parse_json(body), ingest.window())
+        clinic = None
+        if needs_clinic(principal, event):
+            clinic = await _clinic(ingest, event.user_id, {}, 1)
+        event = admit(principal, event, clinic)
     except Rejected as exc:
         ingest.metrics.count("rejected")
         raise HTTPException(422, exc.detail) from None
-    if not principal.can_write(event.user_id):
+    except Forbidden as exc:
         ingest.metrics.count("rejected")
-        raise HTTPException(403, _forbidden(principal, event.user_id))
+        raise HTTPException(403, str(exc)) from None
     (appended,) = await _append(ingest, [event])
     ingest.metrics.count_appended([appended])
     # the id that the prescriber's and the channels' lines name as caused_by
@@ -171,22 +193,24 @@ async def accept_event(
     return _json(_result(appended), 202)
 
 
-def _check_items(
+async def _check_items(
     items: list[Any], principal: auth.Principal, ingest: Ingest
 ) -> tuple[list[tuple[int, Input]], dict[int, str]]:
     valid: list[tuple[int, Input]] = []
     errors: dict[int, str] = {}
     window = ingest.window()
+    clinics: dict[str, str | None] = {}
     for index, item in enumerate(items):
         try:
             event = ingest.event(item, window, ("events", index))
+            clinic = None
+            if needs_clinic(principal, event):
+                clinic = await _clinic(ingest, event.user_id, clinics, len(items))
+            valid.append((index, admit(principal, event, clinic)))
         except Rejected as exc:
             errors[index] = f"invalid: {exc}"
-            continue
-        if principal.can_write(event.user_id):
-            valid.append((index, event))
-        else:
-            errors[index] = _forbidden(principal, event.user_id)
+        except Forbidden as exc:
+            errors[index] = str(exc)
     return valid, errors
 
 
@@ -205,7 +229,7 @@ async def accept_batch(
     except Rejected as exc:
         raise HTTPException(422, exc.detail) from None
     log_fields["count"] = len(items)
-    valid, errors = _check_items(items, principal, ingest)
+    valid, errors = await _check_items(items, principal, ingest)
     appended = await _append(ingest, [event for _, event in valid]) if valid else []
     ingest.metrics.count_appended(appended)
     ingest.metrics.count("rejected", len(errors))

@@ -119,7 +119,10 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": AcceptedEvent, "description": "Stored (or stored before)."},
-    403: {"model": Failure, "description": "The token may not write this user."},
+    403: {
+        "model": Failure,
+        "description": "The token may not write this type of event, or not for this user.",
+    },
     **_AUTH_ERRORS,
 }
 BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {

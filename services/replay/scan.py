@@ -17,18 +17,10 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from shared.codec import DecodeError, from_fields
-from shared.events import (
-    Input,
-    InputEvent,
-    PainLogged,
-    PrescriptionChanged,
-    RehabStarted,
-    SessionCompleted,
-)
+from shared.events import Input, InputEvent, PrescriptionChanged
 from shared.keys import PREFIX, Keys
 
 Entry = tuple[str, Input]
-_INPUTS = (RehabStarted, PainLogged, SessionCompleted)
 _PAGE: TypeAdapter[list[Input]] = TypeAdapter(list[InputEvent])
 
 
@@ -91,7 +83,7 @@ def _decode_each(raw: Any) -> list[Entry]:
     out: list[Entry] = []
     for position, fields in raw:
         event = from_fields(fields)
-        if not isinstance(event, _INPUTS):
+        if isinstance(event, PrescriptionChanged):
             raise DecodeError(f"{event.type} found in a user history")
         out.append((text(position), event))
     return out

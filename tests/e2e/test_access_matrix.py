@@ -1,7 +1,9 @@
 """Access matrix: every endpoint x every role x every kind of token, against the real processes.
 
 The target is always user OWN, enrolled with clinic-own. "device other" is a
-device token of another user; "clinic other" a token of another clinic.
+device token of another user; "clinic other" a token of another clinic. The
+ingest's endpoints appear once per kind of event that tells writers apart:
+a pain log (devices), a clinician's review (clinics) and an outcome (both).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ ROLES: dict[str, tuple[str, str | None]] = {
 ENDPOINTS = {
     "post-event": ("ingest", "POST", "/v1/events"),
     "post-batch": ("ingest", "POST", "/v1/events/batch"),
+    "post-review": ("ingest", "POST", "/v1/events"),
+    "post-batch-review": ("ingest", "POST", "/v1/events/batch"),
+    "post-outcome": ("ingest", "POST", "/v1/events"),
     "get-prescription": ("clinic", "GET", "/v1/users/{user_id}/prescription"),
     "get-prescriptions": ("clinic", "GET", "/v1/users/{user_id}/prescriptions"),
     "get-stream": ("clinic", "GET", "/v1/users/{user_id}/prescriptions/stream"),
@@ -53,6 +58,23 @@ EXPECTED: dict[tuple[str, str], int | str] = {
     ("post-batch", "clinic-own"): "item-403",
     ("post-batch", "clinic-other"): "item-403",
     ("post-batch", "operator"): 202,
+    # Only clinics (for their own users) and operators write ClinicianReviewed.
+    ("post-review", "device-own"): 403,
+    ("post-review", "device-other"): 403,
+    ("post-review", "clinic-own"): 202,
+    ("post-review", "clinic-other"): 403,
+    ("post-review", "operator"): 202,
+    ("post-batch-review", "device-own"): "item-403",
+    ("post-batch-review", "device-other"): "item-403",
+    ("post-batch-review", "clinic-own"): 202,
+    ("post-batch-review", "clinic-other"): "item-403",
+    ("post-batch-review", "operator"): 202,
+    # OutcomeRecorded: the user's device, the user's clinic, operators.
+    ("post-outcome", "device-own"): 202,
+    ("post-outcome", "device-other"): 403,
+    ("post-outcome", "clinic-own"): 202,
+    ("post-outcome", "clinic-other"): 403,
+    ("post-outcome", "operator"): 202,
     ("get-prescription", "device-own"): 200,
     ("get-prescription", "device-other"): 403,
     ("get-prescription", "clinic-own"): 200,
@@ -159,9 +181,13 @@ def _call(stack: Stack, endpoint: str, headers: dict[str, str], user: str = OWN)
     base = stack.ingest_url if service == "ingest" else stack.clinic_url
     sub_id = _subscribe(stack) if "{sub_id}" in path else None
     url = base + path.format(user_id=user, sub_id=sub_id)
+    review = _event(user, "ClinicianReviewed", action="hold", note="seen")
     body: Any = {
         "post-event": _event(user),
         "post-batch": {"events": [_event(user)]},
+        "post-review": review,
+        "post-batch-review": {"events": [review]},
+        "post-outcome": _event(user, "OutcomeRecorded", instrument="odi", score=40),
         "post-subscription": {"url": HOOK, "user_ids": [user], "clinic_id": "clinic-own"},
     }.get(endpoint)
     try:
@@ -209,7 +235,7 @@ def test_access(enrolled: Stack, endpoint: str, role: str, kind: str) -> None:
         assert result["error"].startswith("forbidden")
         return
     assert reply.status_code == expected, reply.text
-    if endpoint == "post-batch":
+    if endpoint.startswith("post-batch"):
         assert reply.json()["results"][0]["status"] == "accepted"
     if endpoint == "get-prescription" and expected == 200:
         assert reply.json()["user_id"] == OWN

@@ -34,15 +34,21 @@ def _valid(event_id: Any, kind: str, minutes: int) -> dict[str, Any]:
         return base | {"type": kind, "clinic_id": "clinic-f", "goals": ["running"]}
     if kind == "PainLogged":
         return base | {"type": kind, "score": minutes % 11, "context": "morning"}
+    if kind == "OutcomeRecorded":
+        return base | {"type": kind, "instrument": "rmdq", "score": minutes % 25}
+    if kind == "ClinicianReviewed":
+        return base | {"type": kind, "action": "hold", "note": "n" * (minutes % 2001)}
     return base | {"type": kind, "session_id": "s-1", "completed": True, "difficulty": "ok"}
 
 
 valid_items = st.builds(
     _valid,
     st.uuids(),
-    st.sampled_from(["RehabStarted", "PainLogged", "SessionCompleted"]),
+    st.sampled_from(["RehabStarted", "PainLogged", "SessionCompleted", "OutcomeRecorded"]),
     st.integers(0, 60 * 24 * 365),
 )
+#: Valid events that a device may not write.
+reviews = st.builds(_valid, st.uuids(), st.just("ClinicianReviewed"), st.integers(0, 60 * 24))
 #: One field made hostile: (key, value) pairs that the contract refuses.
 BREAKAGES = [
     ("score", 11),
@@ -82,7 +88,7 @@ def batches(draw: st.DrawFn) -> list[tuple[Any, bool]]:
         elif choice <= 1:
             items.append((draw(valid_items), True))
         elif choice == 2:
-            items.append((draw(broken_items), False))
+            items.append((draw(broken_items | reviews), False))
         else:
             items.append((draw(non_objects), False))
     return items

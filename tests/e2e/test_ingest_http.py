@@ -16,9 +16,14 @@ import pytest
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from redis import Redis as SyncRedis
 
 from services.logging_svc.app import create_app
+from services.logging_svc.asgi import DirectRoutes
+from shared import codec
 from shared.auth import issue
+from shared.events import ClinicianReviewed
+from shared.keys import Keys
 from shared.log import configure_logging
 from shared.redis_server import RedisServer, free_port
 from shared.settings import Settings
@@ -147,7 +152,7 @@ def test_missing_or_bad_token_is_401(api: httpx.Client, headers: dict[str, str])
 
 
 def test_token_for_another_user_is_403(api: httpx.Client) -> None:
-    """A device writes only its own user and a clinic writes nothing; an operator writes anyone."""
+    """A device writes only its own user, a clinic no pain log; an operator writes anyone."""
     assert api.post("/v1/events", json=pain("p-2"), headers=bearer()).status_code == 403
     clinic = bearer("clinic", "clinic-a")
     assert api.post("/v1/events", json=pain("p-1"), headers=clinic).status_code == 403
@@ -289,3 +294,65 @@ def test_request_log_line_has_no_scores_or_tokens(capsys: pytest.CaptureFixture[
     assert "request_id" in line
     assert token["Authorization"].split()[1] not in err
     assert '"score"' not in err
+
+
+def event(kind: str, user: str = "p-1", **fields: Any) -> dict[str, Any]:
+    """A ``kind`` event of ``user`` with only the common fields and ``fields``."""
+    common = {k: v for k, v in pain(user).items() if k in ("event_id", "user_id", "occurred_at")}
+    return common | {"type": kind, **fields}
+
+
+@pytest.fixture(params=["direct", "routes"])
+def served(request: pytest.FixtureRequest, redis_url: str) -> Iterator[httpx.Client]:
+    """The ingest app on the test Redis, its POSTs served by DirectRoutes or by FastAPI's routes."""
+    app = create_app(_settings(redis_url=redis_url))
+    if request.param == "routes":
+        kept = [m for m in app.user_middleware if m.cls is not DirectRoutes]
+        assert len(kept) == len(app.user_middleware) - 1
+        app.user_middleware = kept
+    with serving(app) as client:
+        yield client
+
+
+def _reviewers(redis_url: str, user: str) -> list[str | None]:
+    with SyncRedis.from_url(redis_url) as client:
+        stored = [codec.from_fields(f) for _, f in client.xrange(Keys(4).history(user))]
+    return [e.reviewed_by for e in stored if isinstance(e, ClinicianReviewed)]
+
+
+def test_both_paths_apply_who_may_write_what(served: httpx.Client, redis_url: str) -> None:
+    """Direct handlers and FastAPI routes alike refuse devices and strangers and stamp reviewers."""
+    started = event("RehabStarted", clinic_id="clinic-a")
+    assert served.post("/v1/events", json=started, headers=bearer("operator", None)).is_success
+    mine = event("ClinicianReviewed", action="hold", reviewed_by="clinic-b")
+    clinic = bearer("clinic", "clinic-a")
+    assert served.post("/v1/events", json=mine, headers=clinic).status_code == 202
+    for stranger in (bearer("clinic", "clinic-b"), bearer()):
+        assert served.post("/v1/events", json=mine, headers=stranger).status_code == 403
+    items = [mine | {"event_id": str(uuid.uuid4())}, pain()]
+    results = served.post("/v1/events/batch", json={"events": items}, headers=clinic).json()
+    assert results["results"][0]["status"] == "accepted"
+    assert results["results"][1]["error"] == "forbidden: clinic tokens may not write PainLogged"
+    assert _reviewers(redis_url, "p-1") == ["clinic-a", "clinic-a"]
+
+
+class _NoClinics(MemoryStore):
+    """A store whose users' clinics cannot be read (appends still work)."""
+
+    async def clinic_of(self, user_id: str) -> str | None:
+        raise StoreUnavailable("down")
+
+
+def test_unreadable_clinics_are_503_for_clinics_and_unseen_by_devices() -> None:
+    """A clinic write whose user's clinic cannot be read is 503; device writes never read it."""
+    measure = event("OutcomeRecorded", instrument="pgic", score=6)
+    with serving(create_app(_settings(), store=_NoClinics())) as api:
+        clinic = bearer("clinic", "clinic-a")
+        for path, body in (("/v1/events", measure), ("/v1/events/batch", {"events": [measure]})):
+            reply = api.post(path, json=body, headers=clinic)
+            assert reply.status_code == 503
+            assert reply.headers["retry-after"] == "1"
+        assert api.post("/v1/events", json=measure, headers=bearer()).status_code == 202
+        operator = bearer("operator", None)
+        reviewed = event("ClinicianReviewed", action="release")
+        assert api.post("/v1/events", json=reviewed, headers=operator).status_code == 202

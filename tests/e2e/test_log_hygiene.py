@@ -2,7 +2,8 @@
 
 The processes run at their default level (INFO), their stderr and stdout go to
 files, and a representative flow (enrolment, pain 7/10, a session with pain 7,
-invalid and forbidden writes, bad tokens, clinic reads) passes through them.
+invalid and forbidden writes, bad tokens, clinic reads) passes through them;
+so do clinicians' reviews with a note, accepted, refused and invalid.
 """
 
 from __future__ import annotations
@@ -33,7 +34,19 @@ from tests.redis_server import RedisEndpoint
 
 SECRET = "log-hygiene-secret-3f9c2a"
 USER, CLINIC = "log-u7", "clinic-log"
-FORBIDDEN_KEYS = {"score", "pain_during", "notes", "token", "secret", "authorization", "password"}
+FORBIDDEN_KEYS = {
+    "score",
+    "pain_during",
+    "note",
+    "notes",
+    "token",
+    "secret",
+    "authorization",
+    "password",
+}
+#: A clinician's note: free text about a patient, which no log line may carry.
+NOTE_MARK = "nh-5b2f9e"
+NOTE = f"{NOTE_MARK}: disclosed a past injury at work, wants it kept private"
 
 
 def _event(kind: str, user: str = USER, **fields: Any) -> dict[str, Any]:
@@ -200,3 +213,62 @@ def test_one_event_can_be_followed_through_the_process_logs(services: Services) 
     assert change["event"] == "prescription_changed"
     assert change["user_id"] == "log-trace"
     assert change["event_id"] != started["event_id"]
+
+
+def _reviews(services: Services) -> str:
+    """Post reviews carrying NOTE every way the ingest answers; the id of the one folded."""
+    clinic, operator = issue("clinic", CLINIC, SECRET), issue("operator", None, SECRET)
+    device = issue("device", "log-note", SECRET)
+    ingest = f"{services.ingest_url}/v1/events"
+    ten_days_ago = (datetime.now(UTC) - timedelta(days=10)).isoformat()
+    started = _event("RehabStarted", "log-note", clinic_id=CLINIC, cause="sprain_strain")
+    started["occurred_at"] = ten_days_ago
+    assert httpx.post(ingest, json=started, headers=_auth(operator)).status_code == 202
+    review = _event("ClinicianReviewed", "log-note", action="hold", note=NOTE)
+    assert httpx.post(ingest, json=review, headers=_auth(clinic)).status_code == 202
+    assert httpx.post(ingest, json=review, headers=_auth(device)).status_code == 403
+    too_long = review | {"note": NOTE * 40, "event_id": str(uuid.uuid4())}
+    assert httpx.post(ingest, json=too_long, headers=_auth(clinic)).status_code == 422
+    stranger = _event("ClinicianReviewed", "log-x", action="hold", note=NOTE)
+    levels = _event("ClinicianReviewed", "log-note", action="set_levels", note=NOTE)
+    batch = {"events": [stranger, levels, too_long, review]}
+    reply = httpx.post(f"{ingest}/batch", json=batch, headers=_auth(clinic))
+    assert [sorted(r) for r in reply.json()["results"]] == [
+        ["error", "index"],
+        ["error", "index"],
+        ["error", "index"],
+        ["event_id", "position", "status"],
+    ]
+    return str(review["event_id"])
+
+
+def test_process_logs_never_carry_a_clinicians_note(services: Services) -> None:
+    """A review's note, stored, refused or invalid, is on no line of any process, nor a note key."""
+    folded = _reviews(services)
+    # ten days after a sprain the review moves protect to build: the prescriber read it
+    services.wait_for(f'"caused_by":"{folded}"')
+    text = services.stop()
+    lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert {202, 403, 422} <= {line["status"] for line in lines if line["event"] == "request"}
+    assert NOTE_MARK not in text
+    assert "past injury" not in text
+    assert not {"note", "notes"} & {key for line in lines for key in _keys(line)}
+
+
+@pytest.mark.anyio
+async def test_in_process_log_calls_never_carry_a_note() -> None:
+    """What the ingest asks structlog to log for reviews (before any redaction) holds no note."""
+    app = create_app(Settings(secret=SECRET, partitions=4), store=MemoryStore(partitions=4))
+    operator, device = issue("operator", None, SECRET), issue("device", USER, SECRET)
+    review = _event("ClinicianReviewed", action="hold", note=NOTE)
+    transport = httpx.ASGITransport(app=app)
+    with structlog.testing.capture_logs() as captured:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            await client.post("/v1/events", json=review, headers=_auth(operator))
+            await client.post("/v1/events", json=review, headers=_auth(device))
+            bad = review | {"note": NOTE * 40}
+            await client.post(
+                "/v1/events/batch", json={"events": [review, bad]}, headers=_auth(operator)
+            )
+    assert len(captured) == 3
+    assert NOTE_MARK not in orjson.dumps(captured, default=str).decode()

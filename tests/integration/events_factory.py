@@ -6,7 +6,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.events import PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
+from shared.events import (
+    ClinicianReviewed,
+    OutcomeRecorded,
+    PainLogged,
+    PrescriptionChanged,
+    RehabStarted,
+    SessionCompleted,
+)
 
 T0 = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
 
@@ -43,6 +50,30 @@ def make_session(**overrides: Any) -> SessionCompleted:
         "difficulty": "ok",
     }
     return SessionCompleted(**(values | overrides))
+
+
+def make_review(**overrides: Any) -> ClinicianReviewed:
+    values: dict[str, Any] = {
+        "event_id": uuid.uuid4(),
+        "user_id": "u-1",
+        "occurred_at": T0 + timedelta(hours=2),
+        "action": "set_levels",
+        "levels": {"cat_camel": 2},
+        "note": "examined; fine to go on",
+        "reviewed_by": "clinic-a",
+    }
+    return ClinicianReviewed(**(values | overrides))
+
+
+def make_outcome(**overrides: Any) -> OutcomeRecorded:
+    values: dict[str, Any] = {
+        "event_id": uuid.uuid4(),
+        "user_id": "u-1",
+        "occurred_at": T0 + timedelta(hours=3),
+        "instrument": "rmdq",
+        "score": 11,
+    }
+    return OutcomeRecorded(**(values | overrides))
 
 
 def make_change(version: int = 1, **overrides: Any) -> PrescriptionChanged:

@@ -25,7 +25,7 @@ from shared.codec import dumps, from_fields
 from shared.events import PainLogged
 from shared.keys import Keys
 from shared.redis_store import RedisStore
-from tests.integration.events_factory import make_pain, make_started
+from tests.integration.events_factory import make_outcome, make_pain, make_review, make_started
 from tests.integration.replay_fixtures import arrivals, keyspace_digest, run_live
 
 pytestmark = pytest.mark.anyio
@@ -207,3 +207,27 @@ async def test_v1_and_v2_pain_logs_replay_and_rebuild_together(
     assert [c for _, c in await redis_store.prescriptions(user)] == live
     [log] = await scan.histories(redis, keys, [user])
     assert len(log.entries) == len(events)
+
+
+async def test_reviews_and_outcomes_replay_and_rebuild_with_the_rest(
+    redis: Redis, redis_store: RedisStore
+) -> None:
+    """A history holding a review and an outcome scans, processes live and rebuilds identically."""
+    user, keys = "ro-1", redis_store.keys
+    events: list[Any] = [make_started(user_id=user)]
+    for day in range(1, 10):
+        events.append(make_pain(4, 60 * 24 * day, user_id=user))
+    last = events[-1].occurred_at
+    events.append(make_review(user_id=user, occurred_at=last + timedelta(hours=1)))
+    events.append(make_outcome(user_id=user, occurred_at=last + timedelta(hours=2)))
+    processor = Processor(redis_store)
+    for event in events:
+        await redis_store.append(event)
+        await processor.process_user(user)
+    live = [c for _, c in await redis_store.prescriptions(user)]
+    assert live
+    assert live == fold_history(user, events).changes
+    report = await Rebuild(redis, keys, "ro").run([user])
+    assert report.changed == 0
+    [log] = await scan.histories(redis, keys, [user])
+    assert log.events == events

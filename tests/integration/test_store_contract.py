@@ -10,7 +10,9 @@ from shared.redis_store import RedisStore
 from shared.store import EventStore, MemoryStore, Snapshot
 from tests.integration.events_factory import (
     make_change,
+    make_outcome,
     make_pain,
+    make_review,
     make_session,
     make_started,
 )
@@ -55,6 +57,16 @@ class StoreContract:
         assert [e for _, e in await store.history("u-1", after=positions[1])] == events[2:]
         assert await store.history("u-1", after=positions[-1]) == []
         assert [e for _, e in await store.history("u-1", count=2)] == events[:2]
+
+    async def test_reviews_and_outcomes_are_stored_like_any_input(self, store: EventStore) -> None:
+        """A review (levels, note, reviewer) and an outcome read back equal from every reader."""
+        events = [make_started(clinic_id="clinic-a"), make_review(), make_outcome()]
+        results = await store.append_many(events)
+        assert [r.status for r in results] == ["accepted"] * 3
+        assert [e for _, e in await store.history("u-1")] == events
+        [answer] = await store.histories([("u-1", results[0].position)])
+        assert [e for _, e in answer] == events[1:]
+        assert await store.clinic_of("u-1") == "clinic-a"
 
     async def test_histories_are_per_user(self, store: EventStore) -> None:
         """One user's history never shows another user's events."""

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from shared.auth import DEFAULT_TTL, InvalidToken, Principal, from_header, issue, verify
+from shared.auth import DEFAULT_TTL, InvalidToken, Principal, Role, from_header, issue, verify
+from shared.events import INPUT_TYPES
 
 SECRET = "test-secret"
 NOW = 1_800_000_000.0
@@ -119,25 +120,45 @@ def test_issue_refuses_empty_secret_and_non_positive_ttl() -> None:
 def test_device_writes_and_reads_only_its_own_user() -> None:
     """A device token is scoped to one user for writes and reads."""
     device = Principal("device", "alice")
-    assert device.can_write("alice")
-    assert not device.can_write("bob")
+    assert device.can_write("PainLogged", "alice", None)
+    assert not device.can_write("PainLogged", "bob", None)
     assert device.can_read("alice", None)
     assert not device.can_read("bob", "c1")
 
 
-def test_clinic_reads_only_its_enrolled_users_and_never_writes() -> None:
-    """A clinic token reads users enrolled with that clinic and writes no events."""
+@pytest.mark.parametrize(
+    ("role", "subject", "allowed"),
+    [
+        ("device", "alice", {"RehabStarted", "PainLogged", "SessionCompleted", "OutcomeRecorded"}),
+        ("clinic", "c1", {"ClinicianReviewed", "OutcomeRecorded"}),
+        ("operator", None, set(INPUT_TYPES)),
+    ],
+)
+def test_each_role_writes_only_its_event_types(
+    role: Role, subject: str | None, allowed: set[str]
+) -> None:
+    """Devices, clinics and operators may each write exactly the types DESIGN.md lists."""
+    principal = Principal(role, subject)
+    assert {kind for kind in INPUT_TYPES if principal.writes(kind)} == allowed
+    for kind in INPUT_TYPES:
+        assert principal.can_write(kind, "alice", "c1") == (kind in allowed)
+
+
+def test_clinic_reads_and_writes_only_its_users() -> None:
+    """A clinic token reads and writes only users of that clinic; a user of none is not its."""
     clinic = Principal("clinic", "c1")
     assert clinic.can_read("alice", "c1")
     assert not clinic.can_read("alice", "c2")
     assert not clinic.can_read("alice", None)
-    assert not clinic.can_write("alice")
+    assert clinic.can_write("ClinicianReviewed", "alice", "c1")
+    assert not clinic.can_write("ClinicianReviewed", "alice", "c2")
+    assert not clinic.can_write("OutcomeRecorded", "alice", None)
 
 
 def test_operator_reads_and_writes_everyone() -> None:
     """An operator token may write and read any user."""
     operator = Principal("operator", None)
-    assert operator.can_write("anyone")
+    assert operator.can_write("ClinicianReviewed", "anyone", None)
     assert operator.can_read("anyone", None)
 
 

@@ -10,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from shared import codec
-from shared.events import PainLogged, RehabStarted
+from shared.events import (
+    INPUT_TYPES,
+    ClinicianReviewed,
+    OutcomeRecorded,
+    PainLogged,
+    RehabStarted,
+)
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 GOLDEN_FILES = sorted(GOLDEN.glob("*.v*.json"))
@@ -70,6 +76,28 @@ def test_older_golden_files_exist_for_every_upcaster() -> None:
     """Every registered upcaster has a golden file of the version it reads."""
     for kind, version in codec.UPCASTERS:
         assert (GOLDEN / f"{kind}.v{version}.json").exists()
+
+
+def test_every_event_type_has_a_golden_file_at_its_current_version() -> None:
+    """Each input type and PrescriptionChanged is pinned by a golden file of its current version."""
+    for kind in [*INPUT_TYPES, "PrescriptionChanged"]:
+        current = codec.CURRENT_VERSION.get(kind, 1)
+        assert (GOLDEN / f"{kind}.v{current}.json").exists(), kind
+
+
+def test_golden_review_and_outcome_decode_to_their_fields() -> None:
+    """The v1.1 golden files read as the events they spell: levels, note, reviewer, score."""
+    review = codec.loads((GOLDEN / "ClinicianReviewed.v1.json").read_bytes())
+    outcome = codec.loads((GOLDEN / "OutcomeRecorded.v1.json").read_bytes())
+    assert isinstance(review, ClinicianReviewed)
+    assert (review.action, dict(review.levels or {})) == (
+        "set_levels",
+        {"cat_camel": 3, "spine_curl_bridge": 2},
+    )
+    assert (review.exercise_id, review.reviewed_by) == (None, "clinic-a")
+    assert review.note is not None
+    assert isinstance(outcome, OutcomeRecorded)
+    assert (outcome.instrument, outcome.score) == ("odi", 26)
 
 
 def test_pain_logged_v1_upcasts_to_v2_without_location() -> None:

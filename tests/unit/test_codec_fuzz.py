@@ -7,7 +7,7 @@ import json
 import string
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pytest
@@ -16,7 +16,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared import codec
-from shared.events import INPUT_TYPES, Input, PainLogged, RehabStarted, SessionCompleted
+from shared.events import (
+    INPUT_TYPES,
+    OUTCOME_RANGES,
+    ClinicianReviewed,
+    Input,
+    OutcomeRecorded,
+    PainLogged,
+    RehabStarted,
+    ReviewAction,
+    SessionCompleted,
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLEAN = (ValidationError, codec.DecodeError)
@@ -72,7 +82,39 @@ session = st.builds(
     pain_during=st.none() | scores,
     duration_minutes=st.none() | st.integers(0, 600),
 )
-events: st.SearchStrategy[Input] = st.one_of(started, pain, session)
+exercise_ids = st.text(string.ascii_lowercase + "_", min_size=1, max_size=40)
+_ARGUMENTS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "set_levels": {
+        "levels": st.dictionaries(exercise_ids, st.integers(1, 5), min_size=1, max_size=6)
+    },
+    "exclude_exercise": {"exercise_id": exercise_ids},
+    "include_exercise": {"exercise_id": exercise_ids},
+}
+
+
+def _review(action: str) -> st.SearchStrategy[ClinicianReviewed]:
+    """Reviews of one action, with exactly the arguments it takes."""
+    return st.builds(
+        ClinicianReviewed,
+        **_common(),
+        action=st.just(action),
+        note=st.none() | st.text(max_size=2000),
+        reviewed_by=st.none() | ids,
+        **_ARGUMENTS.get(action, {}),
+    )
+
+
+review = st.sampled_from(get_args(ReviewAction)).flatmap(_review)
+outcome = st.sampled_from(sorted(OUTCOME_RANGES)).flatmap(
+    lambda instrument: st.builds(
+        OutcomeRecorded,
+        **_common(),
+        instrument=st.just(instrument),
+        score=st.integers(*OUTCOME_RANGES[instrument]).map(float)
+        | st.floats(*OUTCOME_RANGES[instrument], allow_nan=False),
+    )
+)
+events: st.SearchStrategy[Input] = st.one_of(started, pain, session, review, outcome)
 
 json_values = st.recursive(
     st.none()

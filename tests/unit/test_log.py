@@ -26,10 +26,10 @@ def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
 
 def test_sensitive_keys_are_masked_at_info_at_any_depth() -> None:
     """Scores, notes, tokens and secrets are masked on INFO lines, nested dicts included."""
-    line = {"event": "x", "score": 7, "Authorization": "Bearer t", "ok": 1}
+    line = {"event": "x", "score": 7, "Authorization": "Bearer t", "note": "private", "ok": 1}
     line["nested"] = {"pain_during": 3, "items": [{"notes": "n", "id": "e1"}]}
     out = redact_sensitive(None, "info", line)
-    assert out["score"] == out["Authorization"] == REDACTED
+    assert out["score"] == out["Authorization"] == out["note"] == REDACTED
     assert out["nested"] == {"pain_during": REDACTED, "items": [{"notes": REDACTED, "id": "e1"}]}
     assert out["ok"] == 1
 

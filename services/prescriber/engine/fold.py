@@ -30,7 +30,7 @@ from services.prescriber.engine.state import (
     initial,
 )
 from services.prescriber.engine.verdict import attach
-from shared.events import Input, PainLogged, PrescriptionChanged, SessionCompleted
+from shared.events import Input, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
 
 RECENT_IDS = 32
 DURING_KEEP = timedelta(hours=12)
@@ -57,8 +57,12 @@ def evolve(state: State, event: Input, rules: RuleSet = DEFAULT_RULES) -> State:
         scored = event.context in _SCORED
     elif isinstance(event, SessionCompleted):
         state = _advance(state, event, rules, _session(state, event, rules))
-    else:
+    elif isinstance(event, RehabStarted):
         state = open_episode(_advance(state, event, rules, {}), event, rules)
+    else:
+        # ClinicianReviewed and OutcomeRecorded: no rule reads them yet, so
+        # they only move "now" (and settle what time alone settles).
+        state = _advance(state, event, rules, {})
     return _settle(state, rules, scored)
 
 

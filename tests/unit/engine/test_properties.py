@@ -4,7 +4,7 @@ under every built-in rule set."""
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -25,7 +25,14 @@ from services.prescriber.engine import (
 from services.prescriber.engine.change import same
 from services.prescriber.engine.rules import RULE_SETS
 from services.prescriber.engine.state import State
-from shared.events import Input, PainLogged, RehabStarted, SessionCompleted
+from shared.events import (
+    ClinicianReviewed,
+    Input,
+    OutcomeRecorded,
+    PainLogged,
+    RehabStarted,
+    SessionCompleted,
+)
 from tests.unit.engine.factories import T0, USER
 
 FLAGS = ("saddle_numbness", "fever_or_unwell", "major_trauma", "osteoporosis")
@@ -52,6 +59,18 @@ def starts(draw: st.DrawFn, minutes: int) -> RehabStarted:
     )
 
 
+def _review(at: datetime) -> Input:
+    return ClinicianReviewed(
+        event_id=UUID(int=0), user_id=USER, occurred_at=at, action="hold", reviewed_by="c"
+    )
+
+
+def _outcome(at: datetime) -> Input:
+    return OutcomeRecorded(
+        event_id=UUID(int=0), user_id=USER, occurred_at=at, instrument="odi", score=30
+    )
+
+
 @st.composite
 def inputs(draw: st.DrawFn, minutes: int) -> Input:
     at = T0 + timedelta(minutes=minutes)
@@ -71,6 +90,8 @@ def inputs(draw: st.DrawFn, minutes: int) -> Input:
                 st.sampled_from(((), ({"exercise_id": "running", "sets": 1, "minutes": 20},)))
             ),
         )
+    if kind == 19:
+        return draw(st.sampled_from((_review, _outcome)))(at)
     return PainLogged(
         event_id=UUID(int=0),
         user_id=USER,
@@ -85,7 +106,7 @@ def inputs(draw: st.DrawFn, minutes: int) -> Input:
 
 @st.composite
 def histories(draw: st.DrawFn, max_events: int = 70) -> list[Input]:
-    """A RehabStarted then pain logs and sessions over up to ~10 weeks, ids unique."""
+    """A RehabStarted then logs, sessions, some reviews and outcomes over ~10 weeks; ids unique."""
     days = draw(st.sampled_from((3, 20, 70)))  # dense weeks exercise the verdict windows
     offsets = draw(st.lists(st.integers(1, days * 24 * 60), max_size=max_events))
     events: list[Input] = [draw(starts(0)), *[draw(inputs(m)) for m in offsets]]
