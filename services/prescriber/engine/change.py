@@ -4,7 +4,8 @@ A change is emitted only when phase, exercises with their doses,
 sessions_per_week or referral differ from the last emitted prescription;
 reasons or stage alone never emit. Its ``change`` is ``started`` for the first
 one and for the RehabStarted that opens a new episode (``referred`` if it
-comes with a referral); otherwise the first that applies of: referred >
+comes with a referral); ``adjusted`` for a clinician's review; otherwise the
+first that applies of: referred >
 deloaded (entering a flare) > resumed (leaving one) > regressed (a level went
 down) > progressed (a level went up) > phase_changed.
 """
@@ -79,8 +80,12 @@ def _with_notes(
     episode, last, notes = state.episode, state.last, []
     if episode is not None and episode.start_back_medium and episode.event_id == caused_by:
         notes.append("start_back_medium_risk")
+    if state.review is not None and state.review[0] == caused_by:
+        notes.append(f"clinician_{state.review[1]}")
     if last is not None and last.rules_version != rules.rules_version:
         notes.append("rules_updated")
+    have = {r.code for r in reasons}
+    notes = [c for c in notes if c not in have]
     if not notes:
         return reasons
     return (*reasons, *(Reason(code=c, detail=detail(c)) for c in notes))
@@ -102,6 +107,8 @@ def _kind(state: State, rx: Prescription, caused_by: UUID) -> str:
     new_episode = state.episode is not None and state.episode.event_id == caused_by
     if last is None or (new_episode and rx.referral is None):
         return "started"
+    if state.review is not None and state.review[0] == caused_by:
+        return "adjusted"
     if rx.referral is not None and (rx.referral != last.referral or rx.phase == "refer"):
         return "referred"
     if new_episode:

@@ -57,6 +57,7 @@ def decide(state: State, rules: RuleSet = DEFAULT_RULES) -> Prescription | None:
         _referral_codes(episode, program),
         program.step_code,
         program.flare.code if program.flare is not None else None,
+        program.excluded,
     )
     memo = rules.memo
     found = memo.get(key)
@@ -90,6 +91,8 @@ def same_basis(before: State, after: State, rules: RuleSet = DEFAULT_RULES) -> b
         or one.no_improvement is not two.no_improvement
         or one.not_recovered is not two.not_recovered
         or one.radicular is not two.radicular
+        or one.excluded is not two.excluded
+        or one.start_back_cleared is not two.start_back_cleared
     ):
         return False
     return after.today == before.today or period_of(before.today, episode, rules) == period_of(
@@ -100,10 +103,13 @@ def same_basis(before: State, after: State, rules: RuleSet = DEFAULT_RULES) -> b
 def _prescribe(
     phase: str, stage: str, episode: Episode, program: Program, rules: RuleSet
 ) -> Prescription:
+    exercises = _exercises(phase, episode, program, rules)
+    if program.excluded:
+        exercises = tuple(e for e in exercises if e.exercise_id not in program.excluded)
     return Prescription(
         phase=phase,
         stage=stage,
-        exercises=_exercises(phase, episode, program, rules),
+        exercises=exercises,
         sessions_per_week=_sessions_per_week(phase, episode, rules),
         referral=_referral(episode, program, rules),
         reasons=_reasons(phase, episode, program),
@@ -156,10 +162,11 @@ def _flare_walk(episode: Episode, program: Program, rules: RuleSet) -> Prescribe
 
 def _referral_codes(episode: Episode, program: Program) -> tuple[str, ...]:
     flare = program.flare
+    start_back = episode.start_back_high and not program.start_back_cleared
     if not (
         program.not_recovered
         or program.no_improvement
-        or episode.start_back_high
+        or start_back
         or program.radicular
         or (flare is not None and flare.not_settling)
     ):
@@ -173,7 +180,7 @@ def _referral_codes(episode: Episode, program: Program) -> tuple[str, ...]:
         codes.append("not_recovered_12_weeks")
     if program.no_improvement:
         codes.append("no_improvement_6_weeks")
-    if episode.start_back_high:
+    if start_back:
         codes.append("start_back_high_risk")
     return tuple(codes)
 
@@ -203,6 +210,13 @@ _DETAILS = {
     "radicular_pain_review": "leg pain below the knee on two days within a week",
     "start_back_medium_risk": "STarT Back overall score 4 or more: medium risk, for information",
     "rules_updated": "the first change decided under a newer rule set",
+    "clinician_clear_red_flags": "a clinician examined the patient and cleared the red flags",
+    "clinician_set_levels": "a clinician set the exercise levels",
+    "clinician_exclude_exercise": "a clinician took an exercise out of the program",
+    "clinician_include_exercise": "a clinician returned an exercise to the program",
+    "clinician_hold": "a clinician holds automatic progression",
+    "clinician_release": "a clinician released automatic progression",
+    "clinician_acknowledge_referral": "a clinician saw the referral; the program goes on",
     "progressed_two_green": "two GREEN sessions in a row, completed and not hard",
     "regressed_red_verdict": "a session answered RED",
     "regressed_red_run_verdict": "a run session answered RED: the run ladder steps down",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from services.prescriber.engine.baseline import baseline_at
 from services.prescriber.engine.phase import days_on_clock
+from services.prescriber.engine.review import outcome_improved
 from services.prescriber.engine.rules import RuleSet
 from services.prescriber.engine.state import Episode, Program, State, amend
 
@@ -34,6 +35,8 @@ def _no_improvement(state: State, program: Program, rules: RuleSet) -> bool:
         return False
     exempt = rules.no_improvement_exempt_at
     if exempt is not None and first <= exempt:
+        return False
+    if program.outcomes and outcome_improved(program, rules):
         return False
     drop = first - now
     return drop < rules.improvement_points and drop < first * rules.improvement_fraction

@@ -19,6 +19,7 @@ from services.prescriber.engine.escalation import escalate
 from services.prescriber.engine.intake import open_episode
 from services.prescriber.engine.phase import phase_of
 from services.prescriber.engine.progression import maybe_run, settle
+from services.prescriber.engine.review import outcome, review
 from services.prescriber.engine.rules import DEFAULT_RULES, RuleSet
 from services.prescriber.engine.state import (
     Episode,
@@ -30,7 +31,15 @@ from services.prescriber.engine.state import (
     initial,
 )
 from services.prescriber.engine.verdict import attach
-from shared.events import Input, PainLogged, PrescriptionChanged, RehabStarted, SessionCompleted
+from shared.events import (
+    ClinicianReviewed,
+    Input,
+    OutcomeRecorded,
+    PainLogged,
+    PrescriptionChanged,
+    RehabStarted,
+    SessionCompleted,
+)
 
 RECENT_IDS = 32
 DURING_KEEP = timedelta(hours=12)
@@ -59,9 +68,11 @@ def evolve(state: State, event: Input, rules: RuleSet = DEFAULT_RULES) -> State:
         state = _advance(state, event, rules, _session(state, event, rules))
     elif isinstance(event, RehabStarted):
         state = open_episode(_advance(state, event, rules, {}), event, rules)
-    else:
-        # ClinicianReviewed and OutcomeRecorded: no rule reads them yet, so
-        # they only move "now" (and settle what time alone settles).
+    elif isinstance(event, ClinicianReviewed) and rules.clinician_reviews:
+        state = _advance(state, event, rules, review(state, event, rules))
+    elif isinstance(event, OutcomeRecorded) and rules.outcome_measures:
+        state = _advance(state, event, rules, outcome(state, event))
+    else:  # a rule set that does not read this type: the event only moves "now"
         state = _advance(state, event, rules, {})
     return _settle(state, rules, scored)
 

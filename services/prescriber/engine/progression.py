@@ -122,7 +122,7 @@ def _progress(
 def _may_progress(
     state: State, episode: Episode, program: Program, finals: tuple[Final, ...], rules: RuleSet
 ) -> bool:
-    if len(finals) < rules.progress_greens:
+    if program.held or len(finals) < rules.progress_greens:
         return False
     if any(f.verdict != "green" or not f.completed or f.hard for f in finals):
         return False
@@ -164,7 +164,7 @@ def maybe_run(state: State, episode: Episode, program: Program, rules: RuleSet) 
     """Enter return_to_run: 14 days in build, every final verdict in them GREEN (at
     least one), and baseline <= 2; v2 also the aerobic slot at level 3 or more and,
     entry being a step, 7 days since the last one. The run ladder starts at level 1."""
-    if not episode.run_goal or program.running or program.build_since is None:
+    if not episode.run_goal or program.running or program.held or program.build_since is None:
         return program
     now, today = state.now, state.today
     if now is None or today is None or (today - program.build_since).days < rules.run_build_days:

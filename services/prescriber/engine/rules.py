@@ -212,6 +212,14 @@ class RuleSet(BaseModel):
     start_back_threshold: int = 4
     #: overall score at or above this with psychosocial below threshold: medium risk (None: off)
     start_back_medium_at: int | None = 4
+    # 10-11. clinicians and outcome measures
+    clinician_reviews: bool = True
+    outcome_measures: bool = True
+    rmdq_improved_points: float = 5
+    rmdq_improved_fraction: float = 0.30
+    odi_improved_points: float = 10
+    psfs_improved_points: float = 2
+    pgic_improved_at: float = 5
     # 8. preferences and goals
     core_exercises: tuple[str, ...] = ("cat_camel", "rib_closure", "spine_curl_bridge", "knee_hugs")
     aerobic_choices: tuple[str, ...] = ("walking", "swimming", "cycling")
@@ -322,6 +330,8 @@ V1_VALUES: dict[str, Any] = {
     "start_back_medium_at": None,
     "run_min_aerobic_level": 1,
     "run_entry_is_step": False,
+    "clinician_reviews": False,
+    "outcome_measures": False,
 }
 
 RULE_SETS: dict[str, RuleSet] = {"1": RuleSet.model_validate(V1_VALUES), "2": RuleSet()}

@@ -72,6 +72,7 @@ class Flare:
     pre_levels: tuple[int, ...]
     pre_run_level: int
     not_settling: bool = False
+    acknowledged: bool = False  # its not-settling referral was acknowledged by a clinician
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class Program:
     last_regress_at: datetime | None = None
     rise: Rise | None = None
     radicular: bool = False
+    held: bool = False  # a clinician holds automatic progression
+    excluded: tuple[str, ...] = ()  # exercises a clinician took out of the prescription
+    start_back_cleared: bool = False  # a clinician acknowledged the STarT Back referral
+    outcomes: tuple[tuple[str, float, float], ...] = ()  # instrument, first, latest score
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class State:
     last_baseline: float | None = None
     high_days: tuple[date, ...] = ()
     leg_days: tuple[date, ...] = ()  # recent dates with leg pain below the knee
+    review: tuple[UUID, str] | None = None  # the latest ClinicianReviewed: id and action
     during: tuple[DuringLog, ...] = ()
     early_flags: tuple[str, ...] = ()
     episode: Episode | None = None

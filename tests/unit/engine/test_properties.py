@@ -59,15 +59,51 @@ def starts(draw: st.DrawFn, minutes: int) -> RehabStarted:
     )
 
 
-def _review(at: datetime) -> Input:
+EXERCISES = ("cat_camel", "rib_closure", "walking", "running", "bird_dog")
+ACTIONS = (
+    "clear_red_flags",
+    "set_levels",
+    "exclude_exercise",
+    "include_exercise",
+    "hold",
+    "release",
+    "acknowledge_referral",
+)
+RANGES = {"rmdq": (0, 24), "odi": (0, 100), "psfs": (0, 10), "pgic": (1, 7)}
+
+
+@st.composite
+def reviews(draw: st.DrawFn, at: datetime) -> Input:
+    """A clinician's review: any action with its argument."""
+    action = draw(st.sampled_from(ACTIONS))
+    arguments: dict[str, object] = {}
+    if action == "set_levels":
+        arguments["levels"] = draw(
+            st.dictionaries(st.sampled_from(EXERCISES), st.integers(1, 5), min_size=1)
+        )
+    elif action in ("exclude_exercise", "include_exercise"):
+        arguments["exercise_id"] = draw(st.sampled_from(EXERCISES))
     return ClinicianReviewed(
-        event_id=UUID(int=0), user_id=USER, occurred_at=at, action="hold", reviewed_by="c"
+        event_id=UUID(int=0),
+        user_id=USER,
+        occurred_at=at,
+        action=action,  # type: ignore[arg-type]
+        reviewed_by="c",
+        **arguments,  # type: ignore[arg-type]
     )
 
 
-def _outcome(at: datetime) -> Input:
+@st.composite
+def outcomes(draw: st.DrawFn, at: datetime) -> Input:
+    """An outcome measure: any instrument, a score in its range."""
+    instrument = draw(st.sampled_from(tuple(RANGES)))
+    low, high = RANGES[instrument]
     return OutcomeRecorded(
-        event_id=UUID(int=0), user_id=USER, occurred_at=at, instrument="odi", score=30
+        event_id=UUID(int=0),
+        user_id=USER,
+        occurred_at=at,
+        instrument=instrument,  # type: ignore[arg-type]
+        score=float(draw(st.integers(low, high))),
     )
 
 
@@ -91,7 +127,7 @@ def inputs(draw: st.DrawFn, minutes: int) -> Input:
             ),
         )
     if kind == 19:
-        return draw(st.sampled_from((_review, _outcome)))(at)
+        return draw(reviews(at) | outcomes(at))
     return PainLogged(
         event_id=UUID(int=0),
         user_id=USER,
@@ -184,13 +220,16 @@ def test_levels_stay_within_the_ladder(rules: RuleSet, events: list[Input]) -> N
 @LAWS
 @given(histories())
 def test_red_flag_refers_until_a_new_episode(rules: RuleSet, events: list[Input]) -> None:
-    """Once a red flag is seen the phase stays refer until the next RehabStarted."""
+    """Once a red flag is seen the phase stays refer until the next RehabStarted or (rule
+    set 2) a clinician's clear_red_flags; a flag reported after either gates again."""
     state, flagged = initial(USER), False
     for event in in_order(events):
         if isinstance(event, RehabStarted):
             flagged = bool(event.red_flags) or (flagged and state.episode is None)
         elif isinstance(event, PainLogged) and event.red_flags:
             flagged = True
+        elif isinstance(event, ClinicianReviewed) and rules.clinician_reviews:
+            flagged = flagged and event.action != "clear_red_flags"
         state = evolve(state, event, rules)
         rx = decide(state, rules)
         if rx is not None:
