@@ -1,7 +1,9 @@
 """``python -m services.clinical``: the virtual cohort under every built-in rule set.
 
 Prints the targets per rule set and writes docs/CLINICAL.md's results and its
-figures (docs/clinical-*.png).
+figures (docs/clinical-*.png). With ``--set NAME=VALUE`` it runs one rule set
+with those values changed (rule set 2, or the one ``--rules`` names) and only
+prints its targets: a what-if for the patients, written nowhere.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from rich.table import Table
 from services.clinical import plots, report
 from services.clinical.cohort import PATIENTS, SEED, Outcome, simulate, versions
 from services.clinical.metrics import targets
+from services.prescriber.engine import RuleSet
+from services.replay.rulesets import load_rules
 
 console = Console()
 LEVELS = (
@@ -36,7 +40,10 @@ EXAMPLE_COURSES = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    rule_sets = args.rules or versions()
+    rule_sets: list[str | RuleSet] = list(args.rules or versions())
+    if args.set:
+        rule_sets = [load_rules(args.rules[0] if args.rules else "2", args.set)]
+    names = [r if isinstance(r, str) else r.rules_version for r in rule_sets]
     started = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
@@ -46,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console=console,
     ) as bar:
         task = bar.add_task(
-            f"virtual patients x rule sets {', '.join(rule_sets)}",
+            f"virtual patients x rule sets {', '.join(names)}",
             total=args.patients * len(rule_sets),
         )
         outcome = simulate(
@@ -54,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     elapsed = time.perf_counter() - started
     _print_targets(outcome)
+    if args.set:
+        console.print(f"{args.patients:,} patients in {elapsed:.1f}s; nothing written (--set)")
+        return 0
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -64,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs / "CLINICAL.md", report.render(outcome, args.seed, args.weeks, figures)
     )
     console.print(
-        f"{args.patients:,} patients under rule sets {', '.join(rule_sets)} "
+        f"{args.patients:,} patients under rule sets {', '.join(names)} "
         f"in {elapsed:.1f}s; wrote {path}"
     )
     return 0
@@ -77,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--rules", action="append", help="a built-in rule set (default: all)")
     parser.add_argument("--docs", default="docs", help="where CLINICAL.md and the figures go")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a rule value (what-if: targets printed, nothing written)",
+    )
     return parser
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from services.clinical.driver import Run, run_patient
 from services.clinical.facts import Facts, facts
 from services.clinical.metrics import Target, targets
-from services.prescriber.engine.rules import RULE_SETS, builtin
+from services.prescriber.engine.rules import RULE_SETS, RuleSet, builtin
 from shared.cohort.persona import Persona, personas
 
 EXAMPLES = ("improver", "flare", "plateau", "runner")
@@ -52,15 +52,17 @@ def simulate(
     n: int,
     seed: int,
     weeks: int = 12,
-    rule_sets: Sequence[str] | None = None,
+    rule_sets: Sequence[str | RuleSet] | None = None,
     done: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Live ``n`` patients under each rule set; ``done`` is called after each patient-run."""
+    """Live ``n`` patients under each rule set (a built-in version, or a RuleSet filed under
+    its ``rules_version``); ``done`` is called after each patient-run."""
     people = personas(n, seed)
     outcome = Outcome(people)
     keep = set(examples(people))
-    for version in rule_sets or versions():
-        rules = builtin(version)
+    for chosen in rule_sets or versions():
+        rules = builtin(chosen) if isinstance(chosen, str) else chosen
+        version = rules.rules_version
         found, kept = [], []
         events = late = refolds = 0
         for persona in people:

@@ -15,8 +15,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
 
 from shared.events import (
+    ClinicianReviewed,
     ExerciseDone,
     Input,
+    Instrument,
+    OutcomeRecorded,
     PainContext,
     PainLocation,
     PainLogged,
@@ -24,6 +27,7 @@ from shared.events import (
     PrescriptionChanged,
     RedFlag,
     RehabStarted,
+    ReviewAction,
     SessionCompleted,
 )
 
@@ -131,6 +135,31 @@ class Phone:
         )
         late = self.p.offline and rng.random() < 0.6  # the wearable syncs it later
         self._send(event, late_by=int(rng.uniform(3, 40) * _HOUR) if late else 0)
+
+    def outcome(self, at: datetime, instrument: Instrument, value: float) -> None:
+        """An outcome measure the patient answered in the app."""
+        event = OutcomeRecorded(
+            event_id=self._id(),
+            user_id=self.p.user_id,
+            occurred_at=at,
+            instrument=instrument,
+            score=value,
+        )
+        self._send(event)
+
+    def clinic_review(self, at: datetime, action: ReviewAction) -> None:
+        """The patient's clinic acts on the program; it reaches the server from the clinic's
+        system at once, whatever the phone's connection."""
+        event = ClinicianReviewed(
+            event_id=self._id(),
+            user_id=self.p.user_id,
+            occurred_at=at,
+            action=action,
+            reviewed_by=self.p.clinic_id,
+        )
+        arrival = at.astimezone(UTC) + timedelta(seconds=1 + self.rng.randrange(30))
+        heapq.heappush(self.held, (arrival, self.seq, Arrival(arrival, event)))
+        self.seq += 1
 
     def _send(self, event: Input, late_by: int = 0) -> None:
         if isinstance(event, RehabStarted | PainLogged) and event.red_flags:

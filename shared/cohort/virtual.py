@@ -147,8 +147,8 @@ class VirtualPatient:
             self.body.settle()
             return
         body = self.body
-        if mode == "restart":
-            self.phone.rehab_started(self._local(day, self._between(9, 12)), ())
+        if mode == "restart":  # examined and cleared: the program goes on where it was
+            self.phone.clinic_review(self._local(day, self._between(9, 12)), "clear_red_flags")
         resting = body.resting(day)
         self.truth.daily.append((day, resting, body.capacity(day)))
         plan = self._plan(day)
@@ -254,14 +254,15 @@ class VirtualPatient:
         return "lower_back" if rng.random() < 0.9 else "buttock"
 
     def _outcomes(self, day: int) -> None:
-        """RMDQ at intake, week 6 and week 12, kept as truth until the contract carries it.
+        """RMDQ at intake, week 6 and week 12, answered in the app in the evening.
 
         Roland-Morris (0-24) tracks resting pain (about 2.3 points per point of
-        pain). Once ``OutcomeRecorded`` is an input event, the patient sends it
-        from here, at the time of day it logs its morning score.
+        pain), with the scatter of a questionnaire (sd 2).
         """
-        rmdq = 2.3 * self.body.resting(day) + self.rng.gauss(0.0, 2.0)
-        self.truth.rmdq[day] = max(0, min(24, round(rmdq)))
+        rmdq = max(0, min(24, round(2.3 * self.body.resting(day) + self.rng.gauss(0.0, 2.0))))
+        self.truth.rmdq[day] = rmdq
+        if self._mode(day) == "normal" and day not in self.p.away:
+            self.phone.outcome(self._local(day, self._between(19, 21)), "rmdq", float(rmdq))
 
     def _between(self, low: float, high: float) -> int:
         """Seconds into a day between two hours."""

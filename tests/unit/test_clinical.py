@@ -9,12 +9,14 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 from services.clinical import report
+from services.clinical.__main__ import main
 from services.clinical.cohort import Outcome, measured, simulate, versions
 from services.clinical.driver import Emitted, Run, run_patient
 from services.clinical.facts import facts
 from services.clinical.metrics import Target, targets
 from services.prescriber.arrivals import fold_history
 from services.prescriber.engine.rules import RULE_SETS, builtin
+from services.replay.rulesets import load_rules
 from shared.cohort.persona import make_persona, personas
 from shared.cohort.virtual import SessionTruth, Truth
 from shared.events import PrescriptionChanged, Referral, SessionCompleted
@@ -298,3 +300,11 @@ def test_the_rendered_block_has_a_target_row_per_target_and_a_table_per_archetyp
         assert f"| {target.name} |" in block
     for archetype in {p.archetype for p in outcome.patients}:
         assert f"### Archetype `{archetype}`" in block
+
+
+def test_a_what_if_prints_the_targets_and_writes_nothing(tmp_path: Path) -> None:
+    """``--set`` runs rule set 2 with a value changed, under its own name, and writes nothing."""
+    assert main(["--patients", "12", "--set", "tolerance=0", "--docs", str(tmp_path)]) == 0
+    assert list(tmp_path.iterdir()) == []
+    changed = simulate(12, 5, weeks=2, rule_sets=[load_rules("2", ["tolerance=0"])])
+    assert list(changed.facts) == ["what-if"]
