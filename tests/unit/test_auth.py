@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.auth import DEFAULT_TTL, InvalidToken, Principal, Role, from_header, issue, verify
 from shared.events import INPUT_TYPES
@@ -175,3 +177,22 @@ def test_from_header_rejects_other_schemes(header: str | None) -> None:
     """A missing header, another scheme or an empty token raises InvalidToken."""
     with pytest.raises(InvalidToken):
         from_header(header)
+
+
+NAMES = st.sampled_from(("alice", "bob", "c1", "c2", "operator"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(("device", "clinic", "operator")),
+    NAMES,
+    NAMES,
+    st.none() | NAMES,
+)
+def test_clinician_actions_come_only_from_permitted_writers(
+    role: Role, subject: str, user: str, clinic_of_user: str | None
+) -> None:
+    """A review is writable by an operator, or by a clinic for a user of that clinic; never else."""
+    principal = Principal(role, None if role == "operator" else subject)
+    allowed = role == "operator" or (role == "clinic" and clinic_of_user == subject)
+    assert principal.can_write("ClinicianReviewed", user, clinic_of_user) is allowed
