@@ -5,7 +5,8 @@ lives in one place. Decoding upcasts old schema versions first (pure functions
 registered in ``UPCASTERS``), then validates against the current models.
 
 A stream entry holds plain fields any Redis client can read:
-``type``, ``event_id``, ``user_id`` and ``data`` (the event's JSON).
+``type``, ``event_id``, ``user_id`` and ``data`` (the event's JSON); a
+``PrescriptionChanged`` entry also ``version``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from shared.events import AnyEvent, Event, Input, InputEvent
+from shared.events import AnyEvent, Event, Input, InputEvent, PrescriptionChanged
 
 Raw = dict[str, Any]
 Upcaster = Callable[[Raw], Raw]
@@ -101,13 +102,17 @@ def dumps(event: Event) -> bytes:
 
 
 def to_fields(event: Event) -> dict[str, bytes | str]:
-    """Stream entry fields for one event."""
-    return {
+    """Stream entry fields for one event; a PrescriptionChanged also names its version
+    (the append script reads it to keep the versions of a user's changes gapless)."""
+    fields: dict[str, bytes | str] = {
         "type": event.type,
         "event_id": str(event.event_id),
         "user_id": event.user_id,
         "data": dumps(event),
     }
+    if isinstance(event, PrescriptionChanged):
+        fields["version"] = str(event.version)
+    return fields
 
 
 def from_fields(fields: Mapping[Any, Any]) -> Event:

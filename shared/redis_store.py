@@ -30,7 +30,7 @@ from redis.backoff import ExponentialBackoff
 from shared.codec import DecodeError, from_fields, to_fields
 from shared.events import Input, PrescriptionChanged, RehabStarted
 from shared.keys import Keys
-from shared.store import Appended, Snapshot, StoreUnavailable
+from shared.store import Appended, Snapshot, StoreUnavailable, VersionGapError
 
 APPEND_LUA = files("shared").joinpath("append.lua").read_text(encoding="utf-8")
 APPEND_SHA = sha1(APPEND_LUA.encode(), usedforsecurity=False).hexdigest()
@@ -182,6 +182,7 @@ class Item(NamedTuple):
     keys: list[str]
     fields: list[bytes | str]
     clinic: str
+    version: str = ""  # a PrescriptionChanged's version: idempotent by version, not dedupe
 
 
 #: the most items one script call appends (a script holds the server while it runs)
@@ -192,7 +193,10 @@ def _appended(event_id: str, reply: Sequence[Any]) -> Appended:
     """An ``Appended`` from the script's reply for one item."""
     status = _text(reply[0])
     if status == "error":
-        raise rx.ResponseError(_text(reply[1]))
+        message = _text(reply[1])
+        if message.startswith("GAP "):
+            raise VersionGapError(message.removeprefix("GAP "))
+        raise rx.ResponseError(message)
     if status not in ("accepted", "duplicate"):
         raise rx.ResponseError(f"unexpected append reply {reply!r}")
     return Appended(event_id, "accepted" if status == "accepted" else "duplicate", _text(reply[1]))
@@ -228,7 +232,8 @@ class RedisStore:
     def _change_item(self, change: PrescriptionChanged) -> Item:
         k, user, event_id = self.keys, change.user_id, str(change.event_id)
         keys = [k.seen(user, event_id), k.rx(user), k.rxfeed_of(user), k.clinic(user)]
-        return Item(event_id, k.partition(user), keys, _flat(to_fields(change)), "")
+        fields = _flat(to_fields(change))
+        return Item(event_id, k.partition(user), keys, fields, "", str(change.version))
 
     def _call(self, items: Sequence[Item]) -> list[Any]:
         """The arguments after the script's SHA for one call appending ``items``."""
@@ -236,7 +241,7 @@ class RedisStore:
         args: list[Any] = [self.dedupe_ttl]
         for item in items:
             keys += item.keys
-            args += [len(item.fields), *item.fields, item.clinic]
+            args += [len(item.fields), *item.fields, item.clinic, item.version]
         return [len(keys), *keys, *args]
 
     async def _append_items(self, items: Sequence[Item]) -> list[Appended]:
@@ -312,7 +317,11 @@ class RedisStore:
         return await self._append_items([self._event_item(e) for e in events])
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
-        """Store a PrescriptionChanged once (its event_id dedupes) on rx + rxfeed."""
+        """Store a PrescriptionChanged on rx + rxfeed once per version, forever.
+
+        Its version already there: ``duplicate`` (that entry's position), nothing
+        written; the next version: appended; a later one: ``VersionGapError``.
+        """
         [appended] = await self._append_items([self._change_item(change)])
         return appended
 

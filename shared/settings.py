@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     clinic_port: int = 8001
     host: str = "127.0.0.1"
     webhook_allow_private: bool = False
-    dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_batch: int = Field(default=500, ge=1, le=5000)
     snapshot_every: int = Field(default=50, ge=1)

@@ -22,6 +22,11 @@ class StoreUnavailable(RuntimeError):  # noqa: N818 - the contract's name, used 
     """The store cannot be reached; nothing was written. Callers answer 503."""
 
 
+class VersionGapError(ValueError):
+    """A change's version would skip one: the user's output is not where its writer
+    thought it was. Nothing was written; the feed entry goes to the dead letters."""
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     """What an append did: stored the event, or found it stored already."""
@@ -73,7 +78,12 @@ class EventStore(Protocol):
         ...
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
-        """Store a PrescriptionChanged once (its event_id dedupes)."""
+        """Store a PrescriptionChanged once per version, forever (not by a dedupe window).
+
+        The user's changes run versions 1, 2, 3... A change whose version is
+        already there answers ``duplicate`` with that entry's position and writes
+        nothing; the next version is appended; a later one raises ``VersionGapError``.
+        """
         ...
 
     async def append_changes(self, changes: Sequence[PrescriptionChanged]) -> list[Appended]:
@@ -171,14 +181,16 @@ class MemoryStore:
         ]
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
-        event_id = str(change.event_id)
-        key, stored = self._dedupe(change.user_id, event_id)
-        if stored is not None:
-            return Appended(event_id, "duplicate", stored)
+        event_id, stream = str(change.event_id), self._rx.setdefault(change.user_id, [])
+        have = stream[-1][1].version if stream else 0
+        if change.version <= have:
+            return Appended(event_id, "duplicate", stream[change.version - 1][0])
+        if change.version > have + 1:
+            raise VersionGapError(f"version {change.version} after {have} for {change.user_id}")
         position = self._next_position()
-        self._rx.setdefault(change.user_id, []).append((position, change))
-        self.rxfeeds.setdefault(key[0], []).append((self._next_position(), position, change))
-        self._seen[key] = position
+        stream.append((position, change))
+        feed = self.rxfeeds.setdefault(self._partition(change.user_id), [])
+        feed.append((self._next_position(), position, change))
         return Appended(event_id, "accepted", position)
 
     async def append_changes(self, changes: Sequence[PrescriptionChanged]) -> list[Appended]:
@@ -198,6 +210,10 @@ class MemoryStore:
 
     async def load_snapshot(self, user_id: str) -> Snapshot | None:
         return self._snapshots.get(user_id)
+
+    def expire_dedupe(self) -> None:
+        """Forget every event id, as Redis does once the dedupe window has passed."""
+        self._seen.clear()
 
     async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
         self._snapshots[user_id] = snapshot

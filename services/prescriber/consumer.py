@@ -25,6 +25,7 @@ from services.prescriber.processor import Fed, Processor
 from shared import codec
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
+from shared.store import VersionGapError
 
 log = structlog.get_logger(__name__)
 
@@ -123,9 +124,15 @@ class FeedConsumer:
         async with self._locks[partition]:
             failed = await self.processor.process_batch(list(by_user), fed)
             for user_id, ids in by_user.items():
-                if user_id in failed:
-                    error = type(failed[user_id]).__name__
-                    log.warning("user_failed", user_id=user_id, error=error)
+                exc = failed.get(user_id)
+                if isinstance(exc, VersionGapError):  # retrying cannot mend it: park it now
+                    log.error("version_gap", user_id=user_id, reason=str(exc))
+                    entries_of = dict(entries)
+                    for entry_id in ids:
+                        await self.dead_letter(feed, entry_id, entries_of[entry_id], repr(exc))
+                    done.extend(ids)
+                elif exc is not None:
+                    log.warning("user_failed", user_id=user_id, error=type(exc).__name__)
                 else:
                     done.extend(ids)
         if done and ack:

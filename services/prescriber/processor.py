@@ -25,7 +25,7 @@ import structlog
 from services.prescriber import engine
 from services.prescriber.arrivals import Timeline, fold_arrivals
 from shared.events import Input, PrescriptionChanged
-from shared.store import EventStore, Snapshot
+from shared.store import EventStore, Snapshot, VersionGapError
 
 log = structlog.get_logger(__name__)
 
@@ -200,7 +200,7 @@ class Processor:
             except Exception as exc:
                 failed[user_id] = exc
         try:
-            await self._commit(steps)
+            failed.update(await self._commit(steps))
         except Exception as exc:
             failed.update(dict.fromkeys((step.user_id for step in steps), exc))
         return failed
@@ -209,7 +209,9 @@ class Processor:
         cursor = await self._cursor(user_id)
         entries = await self.store.history(user_id, after=cursor.position)
         step = await self._fold(user_id, cursor, entries)
-        await self._commit([step])
+        failed = await self._commit([step])
+        if failed:
+            raise failed[user_id]
         return step.changes
 
     async def _fold(self, user_id: str, cursor: Cursor, entries: list[tuple[str, Input]]) -> _Step:
@@ -229,11 +231,19 @@ class Processor:
             user_id, cursor, folded.state, position, folded.changes, unsaved, folded.timeline
         )
 
-    async def _commit(self, steps: Sequence[_Step]) -> None:
-        """Store the steps' changes, then move their cursors, then save snapshots due."""
+    async def _commit(self, steps: Sequence[_Step]) -> dict[str, Exception]:
+        """Store the steps' changes, then move their cursors, then save snapshots due.
+
+        Returns the users whose changes were refused for a version gap (their
+        cursors stay); any other failure raises, for the whole batch.
+        """
+        failed: dict[str, Exception] = {}
         changes = [change for step in steps for change in step.changes]
         if changes:
-            await self.store.append_changes(changes)
+            try:
+                await self.store.append_changes(changes)
+            except VersionGapError:
+                steps, failed = await self._append_apart(steps)
         # the cursors move only once the changes are stored: a failed append
         # leaves the entries to be folded again, to the same change ids
         due: list[tuple[str, Cursor]] = []
@@ -248,6 +258,24 @@ class Processor:
             await self.store.save_snapshots([(user_id, self._snapshot(c)) for user_id, c in due])
             for _, cursor in due:
                 cursor.unsaved = 0
+        return failed
+
+    async def _append_apart(
+        self, steps: Sequence[_Step]
+    ) -> tuple[list[_Step], dict[str, Exception]]:
+        """Append each user's changes on their own, so a version gap fails its user alone
+        (changes already stored by the joint call answer duplicate, by version)."""
+        kept: list[_Step] = []
+        failed: dict[str, Exception] = {}
+        for step in steps:
+            try:
+                await self.store.append_changes(step.changes)
+            except VersionGapError as exc:
+                failed[step.user_id] = exc
+                self._cache.pop(step.user_id, None)  # reload from the log next time
+            else:
+                kept.append(step)
+        return kept, failed
 
     async def _earlier(self, user_id: str, position: str) -> Timeline | list[Input]:
         """The events at or before ``position``: a kept timeline if there is one, else read.

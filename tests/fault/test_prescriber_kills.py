@@ -1,4 +1,8 @@
-"""kill -9 the prescriber again and again while events stream in: nothing lost, nothing twice."""
+"""kill -9 the prescriber again and again while events stream in: nothing lost, nothing twice.
+
+The prescriber runs with a one-second dedupe window, so a change stored only
+once proves the version check of the append script, not the window.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ def _start(url: str) -> subprocess.Popen[bytes]:
         "BACKTRACK_CLINIC_PORT": str(port),
         "BACKTRACK_CLAIM_IDLE_MS": "500",
         "BACKTRACK_SNAPSHOT_EVERY": "7",
+        # shorter than the storm: a change decided again must be refused by its
+        # version, not by a dedupe key still waiting to expire
+        "BACKTRACK_DEDUPE_TTL_SECONDS": "1",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.prescriber"],

@@ -181,15 +181,16 @@ async def test_wrong_type_history_leaves_nothing_written(
 
 
 async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None:
-    """A bad TTL, field count or argument list (of any item) is refused before any write."""
+    """A bad TTL, field count, version or argument list (of any item) is refused before any
+    write; the same call with good arguments is accepted."""
     keys = ["bt:{p00}:seen:e", "bt:{p00}:user:u", "bt:{p00}:feed", "bt:{p00}:clinic:u"]
-    good = ["2", "a", "b", ""]
+    good = ["2", "a", "b", "", ""]
     for ttl, items in (
         ("0", [good]),
         ("x", [good]),
-        ("60", [["1", "a", ""]]),  # an odd field count
-        ("60", [["2", "a", "b"]]),  # no clinic argument
-        ("60", [good, ["4", "a", "b", ""]]),  # the second item runs short
+        ("60", [["1", "a", "", ""]]),  # an odd field count
+        ("60", [["2", "a", "b", ""]]),  # no version argument
+        ("60", [good, ["4", "a", "b", "", ""]]),  # the second item runs short
         ("60", [good, [*good, "extra"]]),  # arguments left over
     ):
         args = [ttl, *(arg for item in items for arg in item)]
@@ -198,6 +199,24 @@ async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None
     with pytest.raises(rx.ResponseError, match="backtrack append"):
         await redis.eval(APPEND_LUA, 3, *keys[:3], "60", *good)  # not four keys per item
     assert await _key_count(redis) == 0
+    [bad_version] = await redis.eval(APPEND_LUA, 4, *keys, "60", "2", "a", "b", "", "x")
+    assert bad_version == [b"error", b"backtrack append: bad version"]
+    assert await _key_count(redis) == 0
+    [accepted] = await redis.eval(APPEND_LUA, 4, *keys, "60", *good)
+    assert accepted[0] == b"accepted"
+
+
+async def test_a_change_stream_written_before_versions_were_fields_keeps_its_order(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """An rx entry without a version field is read from its JSON: next accepted, old ones not."""
+    old = make_change(1)
+    fields = codec.to_fields(old)
+    del fields["version"]
+    await redis.xadd(redis_store.keys.rx("u-1"), fields)  # type: ignore[arg-type]
+    assert (await redis_store.append_change(make_change(1))).status == "duplicate"
+    assert (await redis_store.append_change(make_change(2))).status == "accepted"
+    assert [c.version for _, c in await redis_store.prescriptions("u-1")] == [1, 2]
 
 
 async def test_a_batch_goes_as_one_script_call_per_partition(

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from shared.redis_store import RedisStore
-from shared.store import EventStore, MemoryStore, Snapshot
+from shared.store import EventStore, MemoryStore, Snapshot, VersionGapError
 from tests.integration.events_factory import (
     make_change,
     make_outcome,
@@ -131,6 +131,27 @@ class StoreContract:
         assert results[3].position == results[0].position
         assert [c for _, c in await store.prescriptions("u-1")] == [first, second, third]
         assert await store.append_changes([]) == []
+
+    async def test_a_version_is_taken_once_forever(self, store: EventStore) -> None:
+        """A change at a version already stored writes nothing, whatever its id."""
+        first, second = make_change(1), make_change(2)
+        await store.append_changes([first, second])
+        again = make_change(2)  # decided again after a crash, its dedupe key long gone
+        result = await store.append_change(again)
+        assert result.status == "duplicate"
+        assert result.position == (await store.prescriptions("u-1"))[1][0]
+        assert (await store.append_change(make_change(1))).status == "duplicate"
+        assert [c for _, c in await store.prescriptions("u-1")] == [first, second]
+
+    async def test_a_version_gap_is_refused(self, store: EventStore) -> None:
+        """A change that would skip a version raises VersionGapError and writes nothing."""
+        await store.append_change(make_change(1))
+        with pytest.raises(VersionGapError, match="version 3 after 1"):
+            await store.append_change(make_change(3))
+        with pytest.raises(VersionGapError):
+            await store.append_change(make_change(2, user_id="u-2"))
+        assert [c.version for _, c in await store.prescriptions("u-1")] == [1]
+        assert await store.prescriptions("u-2") == []
 
     async def test_prescriptions_and_latest(self, store: EventStore) -> None:
         """prescriptions lists changes oldest first (after exclusive); latest is the newest."""

@@ -15,6 +15,7 @@ from shared.events import (
     ClinicianReviewed,
     OutcomeRecorded,
     PainLogged,
+    PrescriptionChanged,
     RehabStarted,
 )
 
@@ -50,10 +51,14 @@ def test_golden_file_round_trips_to_identical_json(path: Path) -> None:
 
 @pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
 def test_stream_fields_round_trip(path: Path) -> None:
-    """An event written as stream fields reads back equal, with bytes or str keys."""
+    """An event written as stream fields reads back equal, with bytes or str keys; a change
+    also names its version."""
     event = codec.loads(path.read_bytes())
     fields = codec.to_fields(event)
-    assert set(fields) == {"type", "event_id", "user_id", "data"}
+    versioned = {"version"} if isinstance(event, PrescriptionChanged) else set()
+    assert set(fields) == {"type", "event_id", "user_id", "data", *versioned}
+    if isinstance(event, PrescriptionChanged):
+        assert fields["version"] == str(event.version)
     as_bytes = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
     assert codec.from_fields(as_bytes) == event
     assert codec.from_fields(fields) == event
