@@ -20,7 +20,10 @@ clinics are not notified of a rebuilt history (DESIGN.md invariant 8).
 Rebuilt entries keep their stream ids where the same change (same event id)
 was there before, so an SSE client resuming with ``Last-Event-ID`` neither
 misses nor repeats them; a change new to the stream takes the position of the
-event that caused it (bumped to stay increasing).
+event that caused it (bumped to stay increasing). A staged stream is one
+fold's changes, versions 1, 2, 3... each entry naming its version (the one
+codec), so the append script's version check carries on from its tip: no path
+stores a version twice.
 """
 
 from __future__ import annotations
