@@ -7,7 +7,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError as exc:  # the services' image installs no drawing library
+    raise ImportError("drawing needs the charts extra: pip install 'backtrack[charts]'") from exc
 
 matplotlib.use("Agg")
 import matplotlib.dates as mdates

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from statistics import mean
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError as exc:  # the services' image installs no drawing library
+    raise ImportError("drawing needs the charts extra: pip install 'backtrack[charts]'") from exc
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
