@@ -77,27 +77,48 @@ def _first_event_id(stack: Stack, user: str) -> str:
     return str(body[0]["caused_by"])
 
 
-def test_duplicates_are_stored_once_and_change_nothing(stack: Stack) -> None:
-    """The same events posted twice are stored once and emit no extra change."""
-    device = _auth("device", "e2e-2")
-    events = [_started("e2e-2"), *(_pain("e2e-2", 24 * d, 9) for d in range(1, 4))]
-    for event in events:
-        assert (
-            httpx.post(f"{stack.ingest_url}/v1/events", json=event, headers=device).json()["status"]
-            == "accepted"
+def _course(user: str) -> list[dict[str, Any]]:
+    """An intake and mornings that start a flare and settle it: several changes."""
+    scores = (2, 2, 2, 7, 7, 2, 2, 2)
+    return [_started(user), *(_pain(user, 24 * (d + 1), s) for d, s in enumerate(scores))]
+
+
+def _told(changes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a clinic reads in a change history, ids and user aside."""
+    return [
+        (
+            c["version"],
+            c["change"],
+            c["phase"],
+            [(e["exercise_id"], e["level"]) for e in c["exercises"]],
         )
-    again = httpx.post(
-        f"{stack.ingest_url}/v1/events/batch", json={"events": events}, headers=device
-    )
-    assert again.status_code == 202
-    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 4
-    url = f"{stack.clinic_url}/v1/users/e2e-2/prescriptions"
-    first = _wait_for(url, device, lambda b: len(b) >= 1)
-    time.sleep(1.0)
-    final = httpx.get(url, headers=device).json()
-    assert len({c["event_id"] for c in final}) == len(final)
-    assert [c["version"] for c in final] == list(range(1, len(final) + 1))
-    assert len(final) >= len(first)
+        for c in changes
+    ]
+
+
+def test_duplicates_are_stored_once_and_change_nothing(stack: Stack) -> None:
+    """Events posted twice give exactly the changes of the same events posted once."""
+    once, twice = "e2e-2a", "e2e-2b"
+    for user, times in ((once, 1), (twice, 2)):
+        device = _auth("device", user)
+        events = _course(user)
+        for _ in range(times):
+            reply = httpx.post(
+                f"{stack.ingest_url}/v1/events/batch", json={"events": events}, headers=device
+            )
+            assert reply.status_code == 202
+        statuses = [r["status"] for r in reply.json()["results"]]
+        assert statuses == ["accepted" if times == 1 else "duplicate"] * len(events)
+    histories = []
+    for user in (once, twice):
+        device = _auth("device", user)
+        marker = _pain(user, 24 * 12, 3, red_flags=["saddle_numbness"])
+        assert httpx.post(f"{stack.ingest_url}/v1/events", json=marker, headers=device).is_success
+        url = f"{stack.clinic_url}/v1/users/{user}/prescriptions"
+        found = _wait_for(url, device, lambda b, m=marker: b[-1]["caused_by"] == m["event_id"])
+        histories.append(found)
+    assert len(histories[0]) >= 4
+    assert _told(histories[1]) == _told(histories[0])
 
 
 def test_red_flag_refers_through_the_whole_pipeline(stack: Stack) -> None:
