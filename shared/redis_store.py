@@ -31,6 +31,7 @@ from shared.codec import DecodeError, from_fields, to_fields
 from shared.events import Input, PrescriptionChanged, RehabStarted
 from shared.keys import Keys
 from shared.store import Appended, Snapshot, StoreUnavailable, VersionGapError
+from shared.streams import START, is_start, text
 
 APPEND_LUA = files("shared").joinpath("append.lua").read_text(encoding="utf-8")
 APPEND_SHA = sha1(APPEND_LUA.encode(), usedforsecurity=False).hexdigest()
@@ -139,12 +140,8 @@ async def ping(redis: Redis) -> bool:
         return False
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _lower(after: str) -> str:
-    return "-" if after in ("", "-", "0", "0-0") else f"({after}"
+    return "-" if is_start(after) else f"({after}"
 
 
 def _as_input(fields: dict[Any, Any]) -> Input:
@@ -191,15 +188,15 @@ CALL_ITEMS = 100
 
 def _appended(event_id: str, reply: Sequence[Any]) -> Appended:
     """An ``Appended`` from the script's reply for one item."""
-    status = _text(reply[0])
+    status = text(reply[0])
     if status == "error":
-        message = _text(reply[1])
+        message = text(reply[1])
         if message.startswith("GAP "):
             raise VersionGapError(message.removeprefix("GAP "))
         raise rx.ResponseError(message)
     if status not in ("accepted", "duplicate"):
         raise rx.ResponseError(f"unexpected append reply {reply!r}")
-    return Appended(event_id, "accepted" if status == "accepted" else "duplicate", _text(reply[1]))
+    return Appended(event_id, "accepted" if status == "accepted" else "duplicate", text(reply[1]))
 
 
 class RedisStore:
@@ -349,14 +346,14 @@ class RedisStore:
     # -- reads ------------------------------------------------------------
 
     async def history(
-        self, user_id: str, after: str = "0-0", count: int | None = None
+        self, user_id: str, after: str = START, count: int | None = None
     ) -> list[tuple[str, Input]]:
         """A user's events after ``after`` (exclusive), oldest first."""
         with _guard():
             entries: Any = await self.redis.xrange(
                 self.keys.history(user_id), _lower(after), "+", count
             )
-        return [(_text(pos), _as_input(fields)) for pos, fields in entries]
+        return [(text(pos), _as_input(fields)) for pos, fields in entries]
 
     async def histories(
         self, cursors: Sequence[tuple[str, str]], until: Sequence[str | None] | None = None
@@ -370,15 +367,15 @@ class RedisStore:
             for (user_id, after), end in zip(cursors, ends, strict=True):
                 pipe.xrange(self.keys.history(user_id), _lower(after), end or "+")
             replies: list[Any] = await pipe.execute()
-        return [[(_text(pos), _as_input(fields)) for pos, fields in r] for r in replies]
+        return [[(text(pos), _as_input(fields)) for pos, fields in r] for r in replies]
 
     async def prescriptions(
-        self, user_id: str, after: str = "0-0"
+        self, user_id: str, after: str = START
     ) -> list[tuple[str, PrescriptionChanged]]:
         """A user's prescription changes after ``after`` (exclusive), oldest first."""
         with _guard():
             entries: Any = await self.redis.xrange(self.keys.rx(user_id), _lower(after), "+")
-        return [(_text(pos), _as_change(fields)) for pos, fields in entries]
+        return [(text(pos), _as_change(fields)) for pos, fields in entries]
 
     async def latest_prescription(self, user_id: str) -> PrescriptionChanged | None:
         """The user's newest PrescriptionChanged, or None."""
@@ -390,7 +387,7 @@ class RedisStore:
         """The clinic of the user's latest RehabStarted that named one."""
         with _guard():
             value = await self.redis.get(self.keys.clinic(user_id))
-        return None if value is None else _text(value)
+        return None if value is None else text(value)
 
     async def load_snapshot(self, user_id: str) -> Snapshot | None:
         """The user's snapshot, or None. Staleness is the reader's call."""
@@ -398,12 +395,12 @@ class RedisStore:
             raw = await self.redis.hgetall(self.keys.snapshot(user_id))
         if not raw:
             return None
-        got = {_text(k): v for k, v in raw.items()}
+        got = {text(k): v for k, v in raw.items()}
         data = got["data"]
         return Snapshot(
             data=data.encode() if isinstance(data, str) else bytes(data),
-            position=_text(got["position"]),
-            rules_version=_text(got["rules_version"]),
+            position=text(got["position"]),
+            rules_version=text(got["rules_version"]),
             state_version=int(got["state_version"]),
         )
 

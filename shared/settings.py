@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=50, ge=1)
     max_deliveries: int = Field(default=5, ge=1)
     claim_idle_ms: int = Field(default=30_000, ge=100)
-    # partition leases (services/prescriber/leases.py): a dead owner's partitions
+    # partition leases (services/prescriber/feeds/leases.py): a dead owner's partitions
     # are taken over within about lease_ms + lease_renew_ms
     lease_ms: int = Field(default=5_000, ge=200)
     lease_renew_ms: int = Field(default=1_500, ge=50)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from shared.events import Input, PrescriptionChanged, RehabStarted
+from shared.streams import START, position_key
 
 Status = Literal["accepted", "duplicate"]
 
@@ -62,7 +63,7 @@ class EventStore(Protocol):
         ...
 
     async def history(
-        self, user_id: str, after: str = "0-0", count: int | None = None
+        self, user_id: str, after: str = START, count: int | None = None
     ) -> list[tuple[str, Input]]:
         """A user's events after ``after`` (exclusive), oldest first."""
         ...
@@ -91,7 +92,7 @@ class EventStore(Protocol):
         ...
 
     async def prescriptions(
-        self, user_id: str, after: str = "0-0"
+        self, user_id: str, after: str = START
     ) -> list[tuple[str, PrescriptionChanged]]:
         """A user's prescription changes after ``after``, oldest first."""
         ...
@@ -166,7 +167,7 @@ class MemoryStore:
         return [self._append_now(event) for event in events]
 
     async def history(
-        self, user_id: str, after: str = "0-0", count: int | None = None
+        self, user_id: str, after: str = START, count: int | None = None
     ) -> list[tuple[str, Input]]:
         found = [e for e in self._history.get(user_id, []) if _after(e[0], after)]
         return found if count is None else found[:count]
@@ -197,7 +198,7 @@ class MemoryStore:
         return [await self.append_change(change) for change in changes]
 
     async def prescriptions(
-        self, user_id: str, after: str = "0-0"
+        self, user_id: str, after: str = START
     ) -> list[tuple[str, PrescriptionChanged]]:
         return [e for e in self._rx.get(user_id, []) if _after(e[0], after)]
 
@@ -223,10 +224,5 @@ class MemoryStore:
             self._snapshots[user_id] = snapshot
 
 
-def _position_key(position: str) -> tuple[int, int]:
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _after(position: str, after: str) -> bool:
-    return after in ("", "-") or _position_key(position) > _position_key(after)
+    return after in ("", "-") or position_key(position) > position_key(after)

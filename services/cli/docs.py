@@ -56,7 +56,7 @@ def openapi_ingest() -> dict[str, Any]:
 
 def openapi_clinic() -> dict[str, Any]:
     """The prescriber's clinic API (services.prescriber) as served on /openapi.json."""
-    from services.prescriber.app import create_app  # noqa: PLC0415
+    from services.prescriber.bootstrap import create_app  # noqa: PLC0415
 
     return create_app(_defaults(Settings)).openapi()
 
@@ -87,7 +87,7 @@ def asyncapi_prescriber() -> dict[str, Any]:
     The partition feeds are read by lease-gated loops, not FastStream; their
     entries are described in the README and the store's key layout.
     """
-    from services.prescriber.channels import subscribe_log_channel  # noqa: PLC0415
+    from services.prescriber.entrypoints.log_channel import subscribe_log_channel  # noqa: PLC0415
 
     settings = _defaults(Settings)
     keys = Keys(settings.partitions)

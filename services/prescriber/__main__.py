@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from services.prescriber.app import create_app
+from services.prescriber.bootstrap import create_app
 from shared.log import configure_logging
 from shared.runtime import tune_gc
 from shared.settings import Settings

@@ -1,8 +1,9 @@
 """The live fold: a user's events in ARRIVAL order, exactly as the prescriber emits.
 
-One pure function, ``fold_arrivals``, used by the live ``Processor`` and by
-the operator's rebuild, so "a rebuild gives exactly the prescriptions live
-processing gave" holds by construction rather than by test alone.
+One pure function, ``fold_arrivals``, used by the live processor
+(``services.prescriber.processing``) and by the operator's rebuild, so "a
+rebuild gives exactly the prescriptions live processing gave" holds by
+construction rather than by test alone.
 
 The rule, per event in arrival (history stream) order:
 
@@ -27,6 +28,10 @@ user's next late event. This relies on two properties of the engine, pinned
 by tests: ``replay`` is ``evolve`` over the unique events in (occurred_at,
 event_id) order from ``initial``, and ``evolve`` never reads ``last`` (what
 emit adds to the state).
+
+A caller that keeps only the state (the live processor) asks ``may_refold``
+first and fetches the earlier history only when it answers True, then folds
+once with everything the fold may need.
 """
 
 from __future__ import annotations
@@ -106,21 +111,40 @@ class Timeline:
         return amend(state, last=last, needs_refold=False)
 
 
+def may_refold(state: engine.State, events: Iterable[Input]) -> bool:
+    """Whether folding ``events`` into ``state`` might need the events folded before.
+
+    True if any event does not sort after everything folded before it
+    (state's latest, then each earlier event of ``events``): every late event
+    is such an event, and so is a duplicate. When this is False no refold
+    can happen, so ``fold_arrivals`` may be given no earlier history.
+    """
+    if state.now is None or state.last_id is None:
+        latest: tuple[datetime, UUID] | None = None
+    else:
+        latest = (state.now, state.last_id)
+    for event in events:
+        key = _order(event)
+        if latest is not None and key <= latest:
+            return True
+        latest = key
+    return False
+
+
 def fold_arrivals(
     state: engine.State,
     events: Sequence[Input],
     earlier: Sequence[Input] | Timeline | None,
     rules: engine.RuleSet = engine.DEFAULT_RULES,
-) -> Folded | None:
+) -> Folded:
     """Fold ``events`` (arrival order) into ``state`` the way live processing does.
 
     ``earlier`` is every event already folded into ``state``: in arrival
     order, or as the ``Timeline`` an earlier fold returned (which this fold
     then extends: it must not be used again unless returned). It is read only
-    when a late event needs a refold. Passing None says "not fetched yet": the
-    answer is then None if a refold turns out to be needed, and the caller
-    fetches the earlier history and calls again (the first call changed
-    nothing, so the second redoes its work exactly).
+    when a late event needs a refold, so it may be None when
+    ``may_refold(state, events)`` is False; a refold without it raises
+    ValueError.
     """
     changes: list[PrescriptionChanged] = []
     timeline: Timeline | None = None
@@ -128,14 +152,8 @@ def fold_arrivals(
     for i, event in enumerate(events):
         folded, change = engine.react(state, event, rules)
         if folded.needs_refold:
-            if earlier is None:
-                return None
             if timeline is None:
-                if isinstance(earlier, Timeline):
-                    timeline = earlier
-                    timeline.add(events[:i])
-                else:
-                    timeline = Timeline(state.user_id, [*earlier, *events[:i]], rules)
+                timeline = _timeline(state, events[:i], earlier, rules)
             folded = timeline.insert(event, state.last)
             folded, change = engine.emit(folded, event.event_id, rules)
             refolds += 1
@@ -150,13 +168,26 @@ def fold_arrivals(
     return Folded(state, changes, refolds, timeline)
 
 
+def _timeline(
+    state: engine.State,
+    folded: Sequence[Input],
+    earlier: Sequence[Input] | Timeline | None,
+    rules: engine.RuleSet,
+) -> Timeline:
+    """Everything folded into ``state`` (``earlier``, then ``folded``) as a timeline."""
+    if earlier is None:
+        raise ValueError("a late event needs the earlier history (may_refold was True)")
+    if isinstance(earlier, Timeline):
+        earlier.add(folded)
+        return earlier
+    return Timeline(state.user_id, [*earlier, *folded], rules)
+
+
 def fold_history(
     user_id: str, events: Sequence[Input], rules: engine.RuleSet = engine.DEFAULT_RULES
 ) -> Folded:
     """A user's whole history folded from nothing, as live processing folded it."""
-    folded = fold_arrivals(engine.initial(user_id), events, (), rules)
-    assert folded is not None  # earlier was given, so no refold can be refused
-    return folded
+    return fold_arrivals(engine.initial(user_id), events, (), rules)
 
 
-__all__ = ["CHECKPOINT", "Folded", "Timeline", "fold_arrivals", "fold_history"]
+__all__ = ["CHECKPOINT", "Folded", "Timeline", "fold_arrivals", "fold_history", "may_refold"]

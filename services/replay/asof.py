@@ -29,6 +29,7 @@ from services.replay import scan
 from services.replay.readonly import ReadOnly
 from shared.events import PrescriptionChanged
 from shared.keys import Keys
+from shared.streams import position_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,9 @@ async def as_of(
     [log] = await scan.histories(reader, keys, [user_id])
     [changes] = await scan.prescriptions(reader, keys, [user_id])
     if known:
-        entries = [e for p, e in log.entries if scan.position_key(p)[0] <= _ms(at)]
+        entries = [e for p, e in log.entries if position_key(p)[0] <= _ms(at)]
         state = fold_history(user_id, entries).state
-        told = [c for p, c in changes if scan.position_key(p)[0] <= _ms(at)]
+        told = [c for p, c in changes if position_key(p)[0] <= _ms(at)]
     else:
         entries = [e for e in log.events if e.occurred_at <= at]
         state = engine.replay(entries) if entries else engine.initial(user_id)

@@ -36,10 +36,11 @@ from redis.asyncio.client import Pipeline
 
 from services.prescriber import engine
 from services.prescriber.arrivals import Folded
-from services.replay.scan import UserLog, position_key
+from services.replay.scan import UserLog
 from shared.codec import to_fields
 from shared.events import PrescriptionChanged
 from shared.keys import Keys
+from shared.streams import position_key
 
 STAGED_TTL = 24 * 3600  # an abandoned rebuild's staged keys clean themselves up
 

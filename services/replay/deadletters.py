@@ -1,8 +1,8 @@
 """Dead letters: list, inspect, retry and drop entries of ``bt:dlq``.
 
-A dead letter (``services.prescriber.consumer`` and the webhook dispatcher
-write the same shape) holds ``stream``, ``entry_id``, ``group``, ``error``
-and a copy of each original field as ``f:<field>``.
+A dead letter (``shared.dead_letters``: the prescriber's feed consumer and
+the webhook dispatcher write the same shape) holds ``stream``, ``entry_id``,
+``group``, ``error`` and a copy of each original field as ``f:<field>``.
 
 - retry: a feed letter (``stream`` is a Redis stream) is appended again to
   that stream with its original fields, so the consumer group reads it as
@@ -25,8 +25,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.replay.scan import text
+from shared.dead_letters import originals, split
 from shared.keys import DLQ
+from shared.streams import text
 
 RESOLVED = f"{DLQ}:resolved"
 
@@ -45,14 +46,7 @@ class DeadLetter:
 
 
 def _letter(letter_id: Any, raw: Any) -> DeadLetter:
-    meta: dict[str, str] = {}
-    fields: dict[bytes, bytes] = {}
-    for key, value in raw.items():
-        name = key if isinstance(key, bytes) else key.encode()
-        if name.startswith(b"f:"):
-            fields[name[2:]] = value if isinstance(value, bytes) else value.encode()
-        else:
-            meta[text(name)] = text(value)
+    meta, fields = split(raw)
     return DeadLetter(text(letter_id), meta, fields)
 
 
@@ -72,7 +66,7 @@ async def _resolve(redis: Redis, letter: DeadLetter, action: str, result: str) -
     record: dict[Any, Any] = {"letter_id": letter.letter_id, "action": action, "result": result}
     record["resolved_at_ms"] = int(time.time() * 1000)
     record |= letter.meta
-    record |= {b"f:" + k: v for k, v in letter.fields.items()}
+    record |= originals(letter.fields)
     await redis.xadd(RESOLVED, record)
     await redis.xdel(DLQ, letter.letter_id)
 

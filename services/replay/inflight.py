@@ -17,10 +17,12 @@ from typing import Any
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from services.replay.scan import text
 from shared.keys import Keys
+from shared.streams import text
 
-GROUP = "prescriber"  # services.prescriber.consumer.GROUP (not imported: no FastStream here)
+GROUP = (
+    "prescriber"  # services.prescriber.feeds.consumer.GROUP (replay reads the log, not the shell)
+)
 
 
 class Lagging(Exception):  # noqa: N818 - a state, not an error name

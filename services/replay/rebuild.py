@@ -34,6 +34,7 @@ from services.prescriber.arrivals import fold_history
 from services.replay import bluegreen, scan
 from services.replay.inflight import Lagging, in_flight
 from shared.keys import PREFIX, Keys
+from shared.streams import text
 
 RETIRE_TTL = 7 * 24 * 3600
 LAST = f"{PREFIX}:rebuild:last"
@@ -83,7 +84,7 @@ class Rebuild:
         cursor: Any = await self.redis.hget(self.key, "cursor")
         if cursor is None:
             return users, False
-        part, _, user = scan.text(cursor).partition(":")
+        part, _, user = text(cursor).partition(":")
         after = (int(part), user)
         return [u for u in users if scan.order_key(self.keys, u) > after], True
 
@@ -110,23 +111,23 @@ class Rebuild:
 
     async def report(self, resumed: bool = False) -> RebuildReport:
         raw: Any = await self.redis.hgetall(self.key)
-        got = {scan.text(k): scan.text(v) for k, v in raw.items()}
+        got = {text(k): text(v) for k, v in raw.items()}
         deferred: Any = await self.redis.smembers(self.deferred_key)
         counts = {k: int(got.get(k, 0)) for k in ("users", "events", "switched", "changed")}
         return RebuildReport(
-            self.rebuild_id, **counts, deferred=sorted(map(scan.text, deferred)), resumed=resumed
+            self.rebuild_id, **counts, deferred=sorted(map(text, deferred)), resumed=resumed
         )
 
     async def _retry_deferred(self, rounds: int = 5, pause: float = 0.2) -> list[str]:
         for _ in range(rounds):
             raw: Any = await self.redis.smembers(self.deferred_key)
-            left = sorted(map(scan.text, raw))
+            left = sorted(map(text, raw))
             if not left:
                 return []
             await asyncio.sleep(pause)
             await self._group(await scan.histories(self.redis, self.keys, left), count=False)
         raw = await self.redis.smembers(self.deferred_key)
-        return sorted(map(scan.text, raw))
+        return sorted(map(text, raw))
 
     async def _in_flight(self, logs: Sequence[scan.UserLog]) -> set[str] | None:
         users: set[str] = set()
@@ -184,7 +185,7 @@ class Rebuild:
             at.append(len(pipe))
             pipe.evalsha(bluegreen.SWITCH_SHA, *call)
         answers = await pipe.execute()
-        done = [scan.text(answers[i]) == "switched" for i in at]
+        done = [text(answers[i]) == "switched" for i in at]
         switched = [log.user_id for log, ok in zip(logs, done, strict=True) if ok]
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.key, "switched", len(switched))

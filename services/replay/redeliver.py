@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 
 from services.channels.queues import Queues, seen_key
 from services.channels.subscriptions import SubscriptionLog, stream_ms
-from services.replay.scan import text
 from shared.keys import Keys
+from shared.streams import text
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,19 +19,10 @@ from redis.asyncio import Redis
 from shared.codec import DecodeError, from_fields
 from shared.events import Input, InputEvent, PrescriptionChanged
 from shared.keys import PREFIX, Keys
+from shared.streams import text
 
 Entry = tuple[str, Input]
 _PAGE: TypeAdapter[list[Input]] = TypeAdapter(list[InputEvent])
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def position_key(position: str) -> tuple[int, int]:
-    """A stream id as a sortable pair."""
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +154,8 @@ __all__ = [
     "histories",
     "latest_prescriptions",
     "order_key",
-    "position_key",
     "prescriptions",
     "stream_histories",
-    "text",
     "total_events",
     "user_ids",
 ]

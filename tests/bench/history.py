@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from services.prescriber.processor import Processor
+from services.prescriber.processing.processor import Processor
 from shared import cohort
 from shared.events import Input
 from shared.redis_server import RedisServer

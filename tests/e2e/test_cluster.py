@@ -10,7 +10,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from services.cli.stack import Stack
-from services.prescriber.consumer import GROUP
+from services.prescriber.feeds.consumer import GROUP
 from shared.keys import Keys
 from shared.redis_cluster import ClusterServer
 from shared.redis_server import free_port

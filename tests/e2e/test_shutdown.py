@@ -14,7 +14,7 @@ import httpx
 import redis
 
 from services.cli.stack import Stack
-from services.prescriber.consumer import GROUP
+from services.prescriber.feeds.consumer import GROUP
 from shared import cohort
 from shared.auth import issue
 from shared.codec import dumps

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from services.prescriber import engine
-from services.prescriber.consumer import GROUP
-from services.prescriber.leases import owner_key
+from services.prescriber.feeds.consumer import GROUP
+from services.prescriber.feeds.leases import owner_key
 from shared import cohort
 from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from services.cli.stack import wait_ready
-from services.prescriber.consumer import GROUP
+from services.prescriber.feeds.consumer import GROUP
 from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys

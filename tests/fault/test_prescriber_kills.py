@@ -21,7 +21,7 @@ import redis
 
 from services.cli.stack import wait_ready
 from services.prescriber import engine
-from services.prescriber.consumer import GROUP
+from services.prescriber.feeds.consumer import GROUP
 from shared import cohort
 from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged

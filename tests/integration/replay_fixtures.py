@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.prescriber.processor import Processor
+from services.prescriber.processing.processor import Processor
 from shared import cohort
 from shared.events import Input
 from shared.store import EventStore

@@ -7,13 +7,14 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from services.prescriber.consumer import GROUP, FeedConsumer, ensure_groups
-from services.prescriber.leases import Leases, fair_share, owner_key
-from services.prescriber.ownership import Ownership
-from services.prescriber.processor import Processor
-from services.prescriber.reclaimer import Reclaimer
+from services.prescriber.feeds.consumer import GROUP, FeedConsumer
+from services.prescriber.feeds.leases import Leases, fair_share, owner_key
+from services.prescriber.feeds.ownership import Ownership
+from services.prescriber.feeds.reader import FeedReader, block_ms_for
+from services.prescriber.processing.processor import Processor
 from shared.keys import Keys
 from shared.redis_store import RedisStore
+from shared.streams import ensure_groups
 
 pytestmark = pytest.mark.anyio
 
@@ -26,10 +27,11 @@ def _leases(redis: Redis, name: str, lease_ms: int = 5_000) -> Leases:
 
 def _ownership(redis: Redis, name: str, lease_ms: int = 600) -> Ownership:
     keys = Keys(K)
-    consumer = FeedConsumer(redis, Processor(RedisStore(redis, partitions=K)), keys)
-    reclaimer = Reclaimer(redis, consumer, name, min_idle_ms=1_000)
+    processor = Processor(RedisStore(redis, partitions=K))
+    consumer = FeedConsumer(redis, processor, keys)
+    reader = FeedReader(redis, keys, consumer, name, block_ms=block_ms_for(lease_ms))
     leases = Leases(redis, keys, name, lease_ms)
-    return Ownership(leases, consumer, reclaimer, renew_interval=lease_ms / 4000)
+    return Ownership(leases, reader, keys, processor.evict, renew_interval=lease_ms / 4000)
 
 
 def test_fair_share_is_the_ceiling_of_partitions_per_live_instance() -> None:

@@ -9,10 +9,11 @@ import pytest
 from redis.asyncio import Redis
 
 from services.prescriber import engine
-from services.prescriber.consumer import GROUP, FeedConsumer
 from services.prescriber.engine.rules import builtin
-from services.prescriber.processor import Cursor, Processor
-from services.prescriber.reclaimer import Reclaimer
+from services.prescriber.feeds.consumer import GROUP, FeedConsumer
+from services.prescriber.feeds.reclaimer import Reclaimer
+from services.prescriber.processing.cursors import Cursor
+from services.prescriber.processing.processor import Processor
 from shared import codec, cohort
 from shared.events import Input
 from shared.keys import Keys
@@ -280,7 +281,7 @@ async def test_feed_entries_that_continue_the_cursor_are_folded_without_a_histor
     user = events[0].user_id
     for start, end in ((0, 4), (4, 10)):
         await _handle(redis, keys, consumer, end - start)
-        assert (await processor._cursor(user)).position == positions[end - 1]
+        assert (await processor.cursors.get(user)).position == positions[end - 1]
     assert store.reads == []
     assert (await redis.xpending(keys.feed(0), GROUP))["pending"] == 0
     assert _ids(await store.prescriptions(user)) == await _in_one_pass(events)
@@ -303,10 +304,10 @@ async def test_a_gap_before_the_batch_is_read_from_the_history_as_far_as_the_bat
     consumer = FeedConsumer(redis, processor, keys)
     await _handle(redis, keys, consumer, 4)
     assert store.reads == [[(user, "0-0", positions[3])]]
-    assert (await processor._cursor(user)).position == positions[3]
+    assert (await processor.cursors.get(user)).position == positions[3]
     await _handle(redis, keys, consumer, 5)
     assert len(store.reads) == 1
-    assert (await processor._cursor(user)).position == positions[8]
+    assert (await processor.cursors.get(user)).position == positions[8]
     assert _ids(await store.prescriptions(user)) == await _in_one_pass(events)
 
 

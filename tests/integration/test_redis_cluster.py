@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 
-from services.prescriber.consumer import GROUP, ensure_groups
+from services.prescriber.feeds.consumer import GROUP
 from shared import redis_cluster as cluster_module
 from shared.broker import broker_for
 from shared.events import PainLogged
@@ -18,6 +18,7 @@ from shared.keys import Keys
 from shared.redis_cluster import ClusterServer
 from shared.redis_store import RedisStore, connect, is_cluster_url, node_url, ping
 from shared.store import Appended, StoreUnavailable
+from shared.streams import ensure_groups
 from tests.integration.events_factory import make_pain
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from services.prescriber import engine
 from services.prescriber.arrivals import fold_history
-from services.prescriber.consumer import GROUP
+from services.prescriber.feeds.consumer import GROUP
 from services.replay import inflight, scan
 from services.replay.rebuild import Rebuild
 from shared.keys import Keys

@@ -14,8 +14,8 @@ from services.channels.queues import DUE, queue_key
 from services.channels.subscriptions import SubscriptionCreated, SubscriptionLog
 from services.prescriber import engine
 from services.prescriber.arrivals import fold_history
-from services.prescriber.consumer import GROUP, FeedConsumer
-from services.prescriber.processor import Processor
+from services.prescriber.feeds.consumer import GROUP, FeedConsumer
+from services.prescriber.processing.processor import Processor
 from services.replay import asof, deadletters, scan, whatif
 from services.replay.readonly import ReadOnly
 from services.replay.rebuild import Rebuild

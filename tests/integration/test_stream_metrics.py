@@ -6,9 +6,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from services.prescriber.consumer import GROUP, ensure_groups
-from services.prescriber.metrics import StreamMetrics
+from services.prescriber.feeds.consumer import GROUP
+from services.prescriber.feeds.metrics import StreamMetrics
 from shared.keys import Keys
+from shared.streams import ensure_groups
 
 pytestmark = pytest.mark.anyio
 

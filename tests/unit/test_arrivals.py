@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from services.prescriber import engine
-from services.prescriber.arrivals import Timeline, fold_arrivals, fold_history
+from services.prescriber.arrivals import Timeline, fold_arrivals, fold_history, may_refold
 from shared import cohort
 from shared.events import Input, PrescriptionChanged
 
@@ -42,18 +42,43 @@ def test_checkpointed_refolds_equal_the_plain_rule() -> None:
 
 
 def test_refused_without_earlier_history_then_equal_with_it() -> None:
-    """Without the earlier events a late one makes the fold answer None; with them it continues."""
+    """Without the earlier events a late one makes the fold raise; with them it continues,
+    and it needs them only where may_refold said it might."""
     users = _users()
     late = next(ev for ev in users.values() if fold_history(ev[0].user_id, ev).refolds)
     user_id = late[0].user_id
     whole = fold_history(user_id, late)
+    refused = 0
     for cut in range(1, len(late), 9):
         head = fold_history(user_id, late[:cut])
-        tail = fold_arrivals(head.state, late[cut:], None)
-        resumed = tail or fold_arrivals(head.state, late[cut:], late[:cut])
-        assert resumed is not None
+        try:
+            resumed = fold_arrivals(head.state, late[cut:], None)
+        except ValueError:
+            refused += 1
+            assert may_refold(head.state, late[cut:])
+            resumed = fold_arrivals(head.state, late[cut:], late[:cut])
         assert resumed.state == whole.state
         assert head.changes + resumed.changes == whole.changes
+    assert refused  # some cut left a late event in the tail
+
+
+def test_may_refold_holds_whenever_a_fold_refolds() -> None:
+    """For every batch of every user's arrivals, a fold that refolds was announced by
+    may_refold; a fold it cleared needs no earlier history."""
+    cleared = 0
+    for chunk in (1, 3, 8):
+        for user_id, events in _users().items():
+            state = engine.initial(user_id)
+            for start in range(0, len(events), chunk):
+                batch = events[start : start + chunk]
+                if may_refold(state, batch):
+                    folded = fold_arrivals(state, batch, events[:start])
+                else:
+                    cleared += 1
+                    folded = fold_arrivals(state, batch, None)
+                    assert folded.refolds == 0
+                state = folded.state
+    assert cleared > 100
 
 
 def test_a_kept_timeline_carries_refolds_across_batches() -> None:
@@ -65,16 +90,16 @@ def test_a_kept_timeline_carries_refolds_across_batches() -> None:
             kept = None  # the timeline and how many events it has seen
             for start in range(0, len(events), chunk):
                 batch = events[start : start + chunk]
-                folded = fold_arrivals(state, batch, None)
-                if folded is None:
+                earlier: Any = None
+                if may_refold(state, batch):
                     if kept is None:
-                        earlier: Any = events[:start]
+                        earlier = events[:start]
                     else:
                         timeline, seen = kept
                         timeline.add(events[seen:start])
                         earlier = timeline
-                    folded = fold_arrivals(state, batch, earlier)
-                    assert folded is not None
+                folded = fold_arrivals(state, batch, earlier)
+                if folded.refolds:
                     assert folded.timeline is not None
                 if folded.timeline is not None:
                     kept = (folded.timeline, start + len(batch))

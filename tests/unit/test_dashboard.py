@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from services.logging_svc.metrics import Metrics
-from services.prescriber.metrics import StreamMetrics
+from services.prescriber.feeds.metrics import StreamMetrics
 from services.replay.metrics import ReplayMetrics
 from shared.keys import Keys
 

@@ -17,7 +17,7 @@ from functools import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.prescriber.processor import Processor
+from services.prescriber.processing.processor import Processor
 from shared import cohort
 from shared.events import Input, PrescriptionChanged
 from shared.store import MemoryStore, Snapshot

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.prescriber import engine
 from services.prescriber.arrivals import Timeline
-from services.prescriber.processor import Timelines
+from services.prescriber.processing.timelines import Timelines
 from shared import cohort
 
 

@@ -1,10 +1,11 @@
-"""Reclaims feed entries left pending by a dead or failed consumer (invariant 7).
+"""Reclaims feed entries left pending by a failed batch or a dead consumer (invariant 7).
 
-FastStream reads only new entries (``>``), so pending ones would wait forever.
-Every ``interval`` seconds this loop claims entries idle longer than
-``min_idle_ms`` (XAUTOCLAIM), hands them to the same handler, and sends any
-entry delivered more than ``max_deliveries`` times to the dead-letter stream,
-so one poison entry never stalls its partition.
+The feed readers read only new entries (XREADGROUP ``>``), so an entry whose
+user failed would stay pending forever. Every ``interval`` seconds this loop
+claims, in the partitions this instance owns, entries idle longer than
+``min_idle_ms`` (XAUTOCLAIM), hands them to the same ``FeedConsumer``, and
+sends any entry delivered more than ``max_deliveries`` times to the
+dead-letter stream, so one poison entry never stalls its partition.
 """
 
 from __future__ import annotations
@@ -18,19 +19,24 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.prescriber.consumer import GROUP, FeedConsumer
+from services.prescriber.feeds.consumer import GROUP, FeedConsumer
 from shared import tasks
+from shared.streams import START
 
 log = structlog.get_logger(__name__)
 
 
 class Reclaimer:
+    """Sweeps the owned partitions' pending entries: retry, or dead-letter past the cap."""
+
     def __init__(
         self,
         redis: Redis,
         consumer: FeedConsumer,
         name: str,
         min_idle_ms: int,
+        *,
+        owned: Callable[[], Iterable[int]] | None = None,
         interval: float = 1.0,
     ) -> None:
         self.redis = redis
@@ -38,40 +44,13 @@ class Reclaimer:
         self.name = name
         self.min_idle_ms = min_idle_ms
         self.interval = interval
-        #: the partitions to sweep: all of them, or only those this instance owns
-        self.owned: Callable[[], Iterable[int]] = lambda: range(consumer.keys.partitions)
+        #: the partitions to sweep: those this instance owns (all of them if not told)
+        self.owned = owned or (lambda: range(consumer.keys.partitions))
 
     async def sweep(self, partition: int) -> int:
         """Claim and handle one partition's idle entries; return how many."""
-        _, count = await self._claim(partition, self.min_idle_ms, "0-0")
+        _, count = await self._claim(partition, self.min_idle_ms, START)
         return count
-
-    async def take_over(self, partition: int) -> int:
-        """Claim and handle every entry pending in ``partition``, whoever holds it, once.
-
-        A new owner calls this first: a dead owner's entries are redone at
-        once rather than after ``min_idle_ms``. The claim (XPENDING, then XCLAIM
-        JUSTID) is not counted as a delivery, so partitions changing hands
-        never push a healthy entry towards the dead-letter cap; one pass over the PEL, so an
-        entry that fails again waits for the sweep instead of spinning.
-        """
-        feed = self.consumer.keys.feed(partition)
-        start: Any = "-"
-        total = 0
-        while True:
-            pending = await self.redis.xpending_range(feed, GROUP, start, "+", 100)
-            if not pending:
-                return total
-            ids: list[Any] = [p["message_id"] for p in pending]
-            await self.redis.xclaim(feed, GROUP, self.name, 0, ids, justid=True)
-            pipe = self.redis.pipeline(transaction=False)
-            for entry_id in ids:
-                pipe.xrange(feed, entry_id, entry_id)
-            entries = [found[0] for found in await pipe.execute() if found]
-            if entries:
-                await self.consumer.handle(partition, entries)
-            total += len(ids)
-            start = b"(" + ids[-1]
 
     async def _claim(self, partition: int, min_idle_ms: int, start: Any) -> tuple[Any, int]:
         feed = self.consumer.keys.feed(partition)

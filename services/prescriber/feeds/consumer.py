@@ -2,12 +2,12 @@
 
 One consumer group (``prescriber``) reads every partition feed; a partition
 is read by the one instance holding its lease (``ownership``), one batch at a
-time, so a user's events are never processed twice at once (invariant 4).
-FastStream subscribers cannot be gated by a lease before every batch, so the
-owner's read loop is plain XREADGROUP; FastStream runs the channels. Entries are
-acknowledged only after their users' changes are stored (MANUAL ack); an
-entry whose user failed stays pending for the reclaimer, which retries it and
-dead-letters it after ``max_deliveries`` attempts (invariant 7).
+time (``reader``), so a user's events are never processed twice at once
+(invariant 4). Entries are acknowledged only after their users' changes are
+stored; an entry whose user failed stays pending for the reclaimer, which
+retries it and dead-letters it after ``max_deliveries`` attempts (invariant
+7). An entry that cannot be read, or whose user hit a version gap, is
+dead-lettered at once: retrying cannot mend it.
 """
 
 from __future__ import annotations
@@ -19,33 +19,20 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from services.prescriber.processor import Fed, Processor
+from services.prescriber.processing.histories import Fed
+from services.prescriber.processing.processor import Processor
 from shared import codec
+from shared.dead_letters import dead_letter, reason
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
 from shared.store import VersionGapError
+from shared.streams import text
 
 log = structlog.get_logger(__name__)
 
 GROUP = "prescriber"
 Entry = tuple[bytes, Mapping[Any, Any]]
-
-
-async def ensure_groups(redis: Redis, streams: Sequence[str], group: str) -> None:
-    """Create ``group`` on each stream at its beginning, if it does not exist yet.
-
-    FastStream would create a missing group at ``$`` (only new entries), which
-    would skip everything appended before a consumer first started. Created
-    here first, the group starts at ``0`` and FastStream finds it existing.
-    """
-    for stream in streams:
-        try:
-            await redis.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
 
 def _readable(fields: Mapping[Any, Any]) -> tuple[Input | None, str]:
@@ -63,7 +50,7 @@ def _readable(fields: Mapping[Any, Any]) -> tuple[Input | None, str]:
         return None, f"unreadable feed entry: {str(exc)[:500]}"
     if isinstance(event, PrescriptionChanged):
         return None, f"feed entry holds a {event.type}, not an input event"
-    if event.user_id != _text(user):
+    if event.user_id != text(user):
         return None, "feed entry user_id does not match its event"
     return event, ""
 
@@ -73,15 +60,11 @@ def _position(fields: Mapping[Any, Any], name: bytes) -> str | None:
     value = fields.get(name, fields.get(name.decode()))
     if value is None:
         return None
-    text = _text(value)
-    return text if _STREAM_ID.fullmatch(text) else None
+    position = text(value)
+    return position if _STREAM_ID.fullmatch(position) else None
 
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class FeedConsumer:
@@ -109,6 +92,18 @@ class FeedConsumer:
         caller must (the feed reader sends them with its next read).
         """
         feed = self.keys.feed(partition)
+        done, by_user, fed = await self._sort(feed, entries)
+        async with self._locks[partition]:
+            failed = await self.processor.process_batch(list(by_user), fed)
+            done += await self._settle(feed, entries, by_user, failed)
+        if done and ack:
+            await self.redis.xack(feed, GROUP, *done)
+        return done
+
+    async def _sort(
+        self, feed: str, entries: Sequence[Entry]
+    ) -> tuple[list[bytes], dict[str, list[bytes]], dict[str, list[Fed]]]:
+        """Dead-letter the unreadable entries (done); group the others' ids and events by user."""
         done: list[bytes] = []
         by_user: dict[str, list[bytes]] = {}
         fed: dict[str, list[Fed]] = {}
@@ -121,37 +116,36 @@ class FeedConsumer:
             by_user.setdefault(event.user_id, []).append(entry_id)
             item = Fed(event, _position(fields, b"pos"), _position(fields, b"prev"))
             fed.setdefault(event.user_id, []).append(item)
-        async with self._locks[partition]:
-            failed = await self.processor.process_batch(list(by_user), fed)
-            for user_id, ids in by_user.items():
-                exc = failed.get(user_id)
-                if isinstance(exc, VersionGapError):  # retrying cannot mend it: park it now
-                    log.error("version_gap", user_id=user_id, reason=str(exc))
-                    entries_of = dict(entries)
-                    for entry_id in ids:
-                        await self.dead_letter(feed, entry_id, entries_of[entry_id], repr(exc))
-                    done.extend(ids)
-                elif exc is not None:
-                    log.warning("user_failed", user_id=user_id, error=type(exc).__name__)
-                else:
-                    done.extend(ids)
-        if done and ack:
-            await self.redis.xack(feed, GROUP, *done)
+        return done, by_user, fed
+
+    async def _settle(
+        self,
+        feed: str,
+        entries: Sequence[Entry],
+        by_user: Mapping[str, list[bytes]],
+        failed: Mapping[str, Exception],
+    ) -> list[bytes]:
+        """The ids that are done: their user's batch succeeded, or it hit a version gap
+        (retrying cannot mend that: the entries are parked now). A user that failed
+        otherwise leaves its entries pending for the reclaimer."""
+        done: list[bytes] = []
+        for user_id, ids in by_user.items():
+            exc = failed.get(user_id)
+            if isinstance(exc, VersionGapError):
+                log.error("version_gap", user_id=user_id, reason=str(exc))
+                entries_of = dict(entries)
+                for entry_id in ids:
+                    await self.dead_letter(feed, entry_id, entries_of[entry_id], repr(exc))
+                done.extend(ids)
+            elif exc is not None:
+                log.warning("user_failed", user_id=user_id, error=type(exc).__name__)
+            else:
+                done.extend(ids)
         return done
 
     async def dead_letter(
         self, stream: str, entry_id: bytes, fields: Mapping[Any, Any], error: str
     ) -> None:
         """Park an entry in the dead-letter stream with its error (never trimmed)."""
-        record: dict[Any, Any] = {
-            "stream": stream,
-            "entry_id": entry_id,
-            "group": GROUP,
-            "error": error[:2000],
-        }
-        for key, value in fields.items():
-            record[b"f:" + (key if isinstance(key, bytes) else key.encode())] = value
-        await self.redis.xadd(self.keys.dlq, record)
-        # the reason stays in the dead letter; its text may quote event values
-        reason = error.split(":", 1)[0]
-        log.warning("dead_lettered", stream=stream, entry_id=_text(entry_id), reason=reason)
+        await self.redis.xadd(self.keys.dlq, dead_letter(stream, entry_id, GROUP, error, fields))
+        log.warning("dead_lettered", stream=stream, entry_id=text(entry_id), reason=reason(error))

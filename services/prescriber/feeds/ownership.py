@@ -8,35 +8,31 @@ released, so the taker starts at once). A single instance therefore owns all
 K partitions from its first tick, and a dead instance's partitions are taken
 within ``lease_ms`` plus one tick.
 
-Each owned partition has its own reader: first it takes over every entry
-pending in the partition (XAUTOCLAIM, min-idle 0: a dead owner's entries are
-redone now, not after ``claim_idle_ms``), then it loops XREADGROUP ``>`` into
-``FeedConsumer.handle``, sending the acknowledgements of each batch in one
-round trip with the next read. Before each read, and again before handling
-what it returned, it checks that the lease was confirmed less than
-``lease_ms`` ago (fencing by check); a paused process whose lease lapsed may
-still overlap a new owner for one batch, which is safe because processing is
-idempotent and deterministic (invariant 2). Entries read but not handled stay
-pending for the next owner's take-over (or this one's reclaimer).
+Each owned partition has its own ``FeedReader.consume`` task, allowed to
+read while the lease was confirmed less than ``lease_ms`` ago. Starting or
+stopping one drops the cached state of the partition's users (``evict``): a
+cache kept from an earlier ownership may lag what another owner did since.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
 
-from services.prescriber.consumer import GROUP, FeedConsumer
-from services.prescriber.leases import Leases, fair_share
-from services.prescriber.reclaimer import Reclaimer
+from services.prescriber.feeds.leases import Leases, fair_share
+from services.prescriber.feeds.reader import FeedReader
 from shared import tasks
+from shared.keys import Keys
 
 log = structlog.get_logger(__name__)
+
+#: drops the cached state of the users a predicate picks, saving it first if asked
+Evict = Callable[[Callable[[str], bool], bool], Awaitable[int]]
 
 
 @dataclass(slots=True)
@@ -51,29 +47,25 @@ class Ownership:
     def __init__(
         self,
         leases: Leases,
-        consumer: FeedConsumer,
-        reclaimer: Reclaimer,
+        reader: FeedReader,
+        keys: Keys,
+        evict: Evict,
         *,
         renew_interval: float = 1.5,
-        max_records: int = 200,
-        block_ms: int | None = None,
         stop_timeout: float = 15.0,
     ) -> None:
         self.leases = leases
-        self.consumer = consumer
-        self.reclaimer = reclaimer
+        self.reader = reader
+        self.keys = keys
+        self.evict = evict
         self.renew_interval = renew_interval
-        self.max_records = max_records
-        # a read waits at most a tenth of a lease (500 ms at most): long enough
-        # that idle partitions cost little, short enough that readers stop fast
-        self.block_ms = block_ms or max(10, min(500, leases.lease_ms // 10))
         self.stop_timeout = stop_timeout
         self._readers: dict[int, _Reader] = {}
         self._valid_until: dict[int, float] = {}
 
     @property
     def partitions(self) -> int:
-        return self.consumer.keys.partitions
+        return self.keys.partitions
 
     def owned(self) -> list[int]:
         """The partitions this instance consumes now, lowest first."""
@@ -139,55 +131,19 @@ class Ownership:
         except TimeoutError:
             await tasks.stop(reader.task)
         self._valid_until.pop(partition, None)
-        keys = self.consumer.keys
-        await self.consumer.processor.evict(lambda user: keys.partition(user) == partition, save)
+        await self._evict(partition, save)
+
+    async def _evict(self, partition: int, save: bool) -> None:
+        keys = self.keys
+        await self.evict(lambda user: keys.partition(user) == partition, save)
 
     def _valid(self, partition: int) -> bool:
         return asyncio.get_running_loop().time() < self._valid_until.get(partition, 0.0)
 
     async def _consume(self, partition: int, stop: asyncio.Event) -> None:
         # a cache from an earlier ownership may lag what another owner did since
-        keys = self.consumer.keys
-        await self.consumer.processor.evict(lambda user: keys.partition(user) == partition, False)
-        taken_over = False
-        feed = self.consumer.keys.feed(partition)
-        done: list[bytes] = []  # handled, to be acknowledged with the next read
-        try:
-            while not stop.is_set():
-                if not self._valid(partition):  # lease not confirmed lately: do not read
-                    await asyncio.sleep(self.block_ms / 1000)
-                    continue
-                try:
-                    if not taken_over:
-                        await self.reclaimer.take_over(partition)
-                        taken_over = True
-                        continue
-                    reply = await self._read(feed, done)
-                    done = []
-                    if not self._valid(partition):  # the lease lapsed while the read waited
-                        continue
-                    for entries in _entries(reply):
-                        done += await self.consumer.handle(partition, entries, ack=False)
-                except RedisError as exc:
-                    log.warning("feed_read_failed", partition=partition, error=type(exc).__name__)
-                    await asyncio.sleep(0.5)
-        finally:
-            if done:
-                with contextlib.suppress(RedisError):
-                    await self.consumer.redis.xack(feed, GROUP, *done)
-
-    async def _read(self, feed: str, done: list[bytes]) -> Any:
-        """XREADGROUP the next batch, after acknowledging ``done`` in the same round trip."""
-        redis = self.consumer.redis
-        if not done:
-            return await redis.xreadgroup(
-                GROUP, self.leases.instance, {feed: ">"}, self.max_records, self.block_ms
-            )
-        pipe = redis.pipeline(transaction=False)
-        pipe.xack(feed, GROUP, *done)
-        pipe.xreadgroup(GROUP, self.leases.instance, {feed: ">"}, self.max_records, self.block_ms)
-        _, reply = await pipe.execute()
-        return reply
+        await self._evict(partition, False)
+        await self.reader.consume(partition, stop, lambda: self._valid(partition))
 
     async def run(self) -> None:
         while True:
@@ -211,11 +167,6 @@ class Ownership:
                     await self.hand_back(partition)
             with contextlib.suppress(RedisError):
                 await self.leases.leave()
-
-
-def _entries(reply: Any) -> list[list[Any]]:
-    """XREADGROUP's per-stream entry lists (RESP2: ``[[stream, [(id, fields), ...]], ...]``)."""
-    return [list(item[1]) for item in reply or () if item[1]]
 
 
 __all__ = ["Ownership"]

@@ -20,6 +20,7 @@ import math
 from redis.asyncio import Redis
 
 from shared.keys import PREFIX, Keys
+from shared.streams import text
 
 INSTANCES = f"{PREFIX}:instances"
 
@@ -78,9 +79,7 @@ class Leases:
 
     async def owner(self, partition: int) -> str | None:
         value = await self.redis.get(owner_key(self.keys, partition))
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return None if value is None else text(value)
 
     async def heartbeat(self) -> int:
         """Announce this instance, forget the silent ones; return the live count."""

@@ -1,8 +1,9 @@
-"""Notification channels that consume PrescriptionChanged from the rx feeds.
+"""The log channel: one structured line per PrescriptionChanged on the rx feeds.
 
-Each channel is its own consumer group, so a slow channel never holds up
-another. The log channel writes one structured line per change: ids, phase,
-change and version; never scores or notes.
+FastStream batch subscribers (one per partition rx feed) in their own
+consumer group, ``channel-log``, so the log channel and the webhook channel
+never hold each other up. A line holds ids, phase, change and version; never
+scores or notes.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from shared import tasks
 from shared.keys import Keys
+from shared.streams import text
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,7 @@ class StreamMetrics:
             except RedisError:  # a feed nobody has written to yet
                 continue
             for group in groups:
-                name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+                name = text(group["name"])
                 self.lag.labels(stream, name).set(group.get("lag") or 0)
                 self.pending.labels(stream, name).set(group["pending"])
         self.dead.set(await self.redis.xlen(self.keys.dlq))
