@@ -28,7 +28,7 @@ def test_services_and_the_cli_start_without_matplotlib() -> None:
     """Every service's app and the CLI import with matplotlib absent."""
     modules = (
         "services.logging_svc.app",
-        "services.prescriber.app",
+        "services.prescriber.bootstrap",
         "services.channels.app",
         "services.cli.main",
         "services.replay.rebuild",
