@@ -5,6 +5,7 @@ metrics and the canonical request log, and connects nothing at import time
 (the lifespan connects to Redis when no store is given). The two POSTs are
 served by ``asgi.DirectRoutes`` (same handlers, no per-request dependency
 solving); their FastAPI routes stay registered as what ``/openapi.json`` says.
+Tokens are checked by ``shared.http_auth``.
 
 Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
 event; any failure of the store is a 503 with ``Retry-After`` (appends are
@@ -25,9 +26,8 @@ from typing import Annotated, Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope
 
@@ -37,17 +37,15 @@ from services.logging_svc.ingest import Rejected, batch_items, parse_json, to_ev
 from services.logging_svc.limits import IngestLimits, Window
 from services.logging_svc.metrics import Metrics
 from services.logging_svc.writers import Forbidden, admit, needs_clinic
-from shared import auth
+from shared import auth, http_auth
 from shared.access_log import CanonicalLog
 from shared.events import Input
+from shared.http_auth import PrincipalDep
 from shared.settings import Settings
 from shared.store import Appended, EventStore, StoreUnavailable
 
 RETRY_AFTER_SECONDS = 1
 _log = structlog.get_logger("backtrack.ingest")
-_bearer = HTTPBearer(
-    auto_error=False, description="A device, clinic or operator token (backtrack token)."
-)
 router = APIRouter()
 
 
@@ -60,10 +58,6 @@ class Ingest:
     store: EventStore | None = None
     redis: Any = None
     limits: IngestLimits = field(default_factory=IngestLimits)
-    verify: auth.Verifier = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.verify = auth.Verifier(self.settings.secret)
 
     def event(self, raw: Any, window: Window, prefix: tuple[str | int, ...] = ("body",)) -> Input:
         """A valid input event dated within the ingest ``window``, or Rejected."""
@@ -81,21 +75,7 @@ def _ingest(request: Request) -> Ingest:
     return ingest
 
 
-def _authorise(ingest: Ingest, authorization: str | None) -> auth.Principal:
-    try:
-        return ingest.verify(auth.from_header(authorization))
-    except auth.InvalidToken as exc:
-        challenge = "Bearer" if "missing" in str(exc) else 'Bearer error="invalid_token"'
-        raise HTTPException(401, f"unauthorised: {exc}", {"WWW-Authenticate": challenge}) from None
-
-
-async def _principal(request: Request, _: Annotated[Any, Security(_bearer)]) -> auth.Principal:
-    # async: a sync dependency would cost a thread-pool hop per request
-    return _authorise(_ingest(request), request.headers.get("authorization"))
-
-
 IngestDep = Annotated[Ingest, Depends(_ingest)]
-PrincipalDep = Annotated[auth.Principal, Depends(_principal)]
 
 
 BodyReader = Callable[[], Awaitable[bytes]]
@@ -306,6 +286,7 @@ def create_app(
             ingest.store, ingest.redis = store, redis
 
     app = FastAPI(title="backtrack ingest", version="1", lifespan=lifespan)
+    app.state.settings = settings
     app.state.ingest = ingest
     app.include_router(router)
     openapi.install(app)
@@ -334,10 +315,12 @@ def _route(owner: APIRouter, path: str) -> APIRoute:
 
 
 def _direct(ingest: Ingest, accept: Callable[..., Awaitable[Response]]) -> Handler:
+    verify = http_auth.verifier(ingest.settings.secret)
+
     async def handle(
         scope: Scope, receive: Receive, authorization: str | None, content_length: str
     ) -> Response:
-        principal = _authorise(ingest, authorization)
+        principal = http_auth.authenticate(verify, authorization)
         fields = scope.setdefault("state", {}).setdefault("log_fields", {"count": 0})
         return await accept(ingest, principal, _body(ingest, receive, content_length), fields)
 
