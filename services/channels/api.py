@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
@@ -32,9 +32,10 @@ from services.channels.subscriptions import (
 )
 from services.channels.url_safety import UnsafeUrl, check_url
 from services.channels.webhooks import new_secret
-from services.prescriber.clinic_api import PrincipalDep, StoreDep, authorize_read
 from shared.auth import Principal
 from shared.events import ClinicId, UserId
+from shared.http_auth import PrincipalDep, authorize_read
+from shared.store import EventStore
 
 router = APIRouter(prefix="/v1")
 
@@ -52,6 +53,14 @@ def _options(request: Request) -> ChannelSettings:
         state.channel_settings = channel_settings(state.settings)
     options: ChannelSettings = state.channel_settings
     return options
+
+
+async def _store(request: Request) -> EventStore:
+    store: EventStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[EventStore, Depends(_store)]
 
 
 def _subs(request: Request) -> SubscriptionLog:

@@ -7,7 +7,9 @@ a slow or hanging endpoint only ever holds its own slots. Outcomes: 2xx pops
 the head and the next change of that user becomes due at once; 410 disables
 the subscription and drops its queues; anything else is retried after the
 next backoff step (with jitter) and, after the last, dead-lettered on
-``bt:dlq``. Every attempt is one entry in ``bt:wh:log:<sub_id>``.
+``bt:dlq``. Every attempt is one entry in ``bt:wh:log:<sub_id>``. A queued
+change is decoded once per attempt, by the codec; the body posted is the
+queued bytes as they are (what the signature covers).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -37,7 +39,8 @@ from services.channels.subscriptions import (
     stream_ms,
 )
 from services.channels.webhooks import Attempt, post
-from shared import tasks
+from shared import codec, tasks
+from shared.events import PrescriptionChanged
 from shared.keys import DLQ
 from shared.redis_store import RedisStore
 
@@ -69,6 +72,25 @@ def _text(value: Any) -> str:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One attempt at a queue head: the queued bytes (the body posted) and the change they hold."""
+
+    sub: Subscription
+    queue: str
+    item: bytes
+    change: PrescriptionChanged
+    attempt: int
+
+
+def _change(item: bytes) -> PrescriptionChanged:
+    """The queued change; DecodeError (or ValidationError) if the bytes are not one."""
+    event = codec.loads(item)
+    if not isinstance(event, PrescriptionChanged):
+        raise codec.DecodeError(f"webhooks deliver PrescriptionChanged, not {event.type}")
+    return event
 
 
 class Dispatcher:
@@ -153,6 +175,7 @@ class Dispatcher:
         return self._endpoints[key]
 
     async def _deliver(self, sub: Subscription, queue: str, item: bytes, attempt: int) -> None:
+        delivery = Delivery(sub, queue, item, _change(item), attempt)
         try:
             wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
             gate = self._endpoint(sub.url)
@@ -163,67 +186,66 @@ class Dispatcher:
                 await self.queues.release(queue, _now_ms())
                 return
             try:
-                result = await self._attempt(sub, item)
+                result = await self._attempt(delivery)
             finally:
                 gate.release()
-            await self._record(sub, item, attempt, result)
-            await self._settle(sub, queue, item, attempt, result)
+            await self._record(delivery, result)
+            await self._settle(delivery, result)
         except RedisError as exc:  # the lease runs out and the head is attempted again
             log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
 
-    async def _attempt(self, sub: Subscription, item: bytes) -> Attempt:
-        event_id = _text(orjson.loads(item).get("event_id", ""))
+    async def _attempt(self, delivery: Delivery) -> Attempt:
+        sub = delivery.sub
         return await post(
             self.client,
             sub.url,
             sub.secret,
-            event_id,
-            item,
+            str(delivery.change.event_id),
+            delivery.item,
             allow_private=self.settings.webhook_allow_private,
             https_only=self.settings.environment == "production",
         )
 
-    async def _record(self, sub: Subscription, item: bytes, attempt: int, result: Attempt) -> None:
-        change = orjson.loads(item)
+    async def _record(self, delivery: Delivery, result: Attempt) -> None:
+        change = delivery.change
         entry: dict[Any, Any] = {
-            "event_id": str(change.get("event_id", "")),
-            "user_id": str(change.get("user_id", "")),
-            "version": str(change.get("version", "")),
-            "attempt": attempt,
+            "event_id": str(change.event_id),
+            "user_id": change.user_id,
+            "version": str(change.version),
+            "attempt": delivery.attempt,
             "at": datetime.now(UTC).isoformat(),
             "status": result.status,
             "latency_ms": result.latency_ms,
             "error": result.error,
         }
-        await self.redis.xadd(log_key(sub.sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
+        sub_id = delivery.sub.sub_id
+        await self.redis.xadd(log_key(sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
         log.info(
             "webhook_attempt",
-            sub_id=sub.sub_id,
+            sub_id=sub_id,
             event_id=entry["event_id"],
-            caused_by=str(change.get("caused_by", "")),
-            attempt=attempt,
+            caused_by=str(change.caused_by),
+            attempt=delivery.attempt,
             status=result.status,
             latency_ms=result.latency_ms,
         )
 
-    async def _settle(
-        self, sub: Subscription, queue: str, item: bytes, attempt: int, result: Attempt
-    ) -> None:
-        now = _now_ms()
+    async def _settle(self, delivery: Delivery, result: Attempt) -> None:
+        now, queue, item, attempt = _now_ms(), delivery.queue, delivery.item, delivery.attempt
         if result.delivered:
             outcome = "delivered"
             await self.queues.finish(queue, item, now)
             self._wake.set()  # the user's next change may be waiting behind this one
         elif result.gone:
             outcome = "gone"
-            await self.disable(sub.sub_id, "endpoint answered 410 Gone")
+            await self.disable(delivery.sub.sub_id, "endpoint answered 410 Gone")
         else:
             options = self.settings
             delay = backoff(options.webhook_backoff, attempt, options.webhook_jitter, self.rand())
             if delay is None:
                 outcome = "dead"
                 error = f"gave up after {attempt} attempts: {result.error}"
-                await self.dead_letter(sub, queue, item, error)
+                await self.dead_letter(delivery, error)
                 await self.queues.finish(queue, item, now)
                 self._wake.set()
             else:
@@ -239,22 +261,24 @@ class Dispatcher:
         dropped = await self.queues.drop(sub_id)
         log.warning("subscription_disabled", sub_id=sub_id, reason=reason, dropped=dropped)
 
-    async def dead_letter(self, sub: Subscription, queue: str, item: bytes, error: str) -> None:
+    async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Park a change that could not be delivered (same shape as the feed's dead letters)."""
-        change = orjson.loads(item)
+        change = delivery.change
         record: dict[Any, Any] = {
-            "stream": queue,
-            "entry_id": str(change.get("event_id", "")),
+            "stream": delivery.queue,
+            "entry_id": str(change.event_id),
             "group": GROUP,
-            "subscription": sub.sub_id,
+            "subscription": delivery.sub.sub_id,
             "error": error[:2000],
-            "f:type": str(change.get("type", "")),
-            "f:event_id": str(change.get("event_id", "")),
-            "f:user_id": str(change.get("user_id", "")),
-            "f:data": item,
+            "f:type": change.type,
+            "f:event_id": str(change.event_id),
+            "f:user_id": change.user_id,
+            "f:data": delivery.item,
         }
         await self.redis.xadd(DLQ, record)
-        log.warning("webhook_dead_lettered", sub_id=sub.sub_id, event_id=record["entry_id"])
+        log.warning(
+            "webhook_dead_lettered", sub_id=delivery.sub.sub_id, event_id=record["entry_id"]
+        )
 
     # -- the loop ---------------------------------------------------------------
 
@@ -282,4 +306,4 @@ class Dispatcher:
             await self.client.aclose()
 
 
-__all__ = ["GROUP", "Dispatcher", "backoff", "log_key"]
+__all__ = ["GROUP", "Delivery", "Dispatcher", "backoff", "log_key"]

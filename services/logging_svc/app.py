@@ -3,8 +3,10 @@
 ``create_app`` is the composition root: it wires settings, the event store,
 metrics and the canonical request log, and connects nothing at import time
 (the lifespan connects to Redis when no store is given). The two POSTs are
-served by ``asgi.DirectRoutes`` (same handlers, no per-request dependency
-solving); their FastAPI routes stay registered as what ``/openapi.json`` says.
+``DirectRoute``s: declared like any route, and that declaration is both what
+``/openapi.json`` says and what serves them (``DirectRoutes`` hands their
+requests straight to them, past FastAPI's per-request machinery). Tokens are
+checked by ``shared.http_auth``.
 
 Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
 event; any failure of the store is a 503 with ``Retry-After`` (appends are
@@ -16,23 +18,19 @@ a user's clinic only for clinic tokens, so a device write stays one round trip.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Annotated, Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, Security
-from fastapi.routing import APIRoute
-from fastapi.security import HTTPBearer
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.types import Receive, Scope
 
 from services.logging_svc import openapi
-from services.logging_svc.asgi import DirectRoutes, Handler, read_body
+from services.logging_svc.direct_route import DirectRoute, DirectRoutes, read_body
 from services.logging_svc.ingest import Rejected, batch_items, parse_json, to_event
 from services.logging_svc.limits import IngestLimits, Window
 from services.logging_svc.metrics import Metrics
@@ -40,14 +38,12 @@ from services.logging_svc.writers import Forbidden, admit, needs_clinic
 from shared import auth
 from shared.access_log import CanonicalLog
 from shared.events import Input
+from shared.http_auth import PrincipalDep
 from shared.settings import Settings
 from shared.store import Appended, EventStore, StoreUnavailable
 
 RETRY_AFTER_SECONDS = 1
 _log = structlog.get_logger("backtrack.ingest")
-_bearer = HTTPBearer(
-    auto_error=False, description="A device, clinic or operator token (backtrack token)."
-)
 router = APIRouter()
 
 
@@ -60,10 +56,6 @@ class Ingest:
     store: EventStore | None = None
     redis: Any = None
     limits: IngestLimits = field(default_factory=IngestLimits)
-    verify: auth.Verifier = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.verify = auth.Verifier(self.settings.secret)
 
     def event(self, raw: Any, window: Window, prefix: tuple[str | int, ...] = ("body",)) -> Input:
         """A valid input event dated within the ingest ``window``, or Rejected."""
@@ -81,29 +73,12 @@ def _ingest(request: Request) -> Ingest:
     return ingest
 
 
-def _authorise(ingest: Ingest, authorization: str | None) -> auth.Principal:
-    try:
-        return ingest.verify(auth.from_header(authorization))
-    except auth.InvalidToken as exc:
-        challenge = "Bearer" if "missing" in str(exc) else 'Bearer error="invalid_token"'
-        raise HTTPException(401, f"unauthorised: {exc}", {"WWW-Authenticate": challenge}) from None
-
-
-async def _principal(request: Request, _: Annotated[Any, Security(_bearer)]) -> auth.Principal:
-    # async: a sync dependency would cost a thread-pool hop per request
-    return _authorise(_ingest(request), request.headers.get("authorization"))
-
-
 IngestDep = Annotated[Ingest, Depends(_ingest)]
-PrincipalDep = Annotated[auth.Principal, Depends(_principal)]
 
 
-BodyReader = Callable[[], Awaitable[bytes]]
-LogFields = dict[str, Any]
-
-
-def _body(ingest: Ingest, receive: Receive, content_length: str) -> BodyReader:
-    return partial(read_body, receive, content_length, ingest.settings.max_body_bytes)
+async def _body(ingest: Ingest, request: Request) -> bytes:
+    length = request.headers.get("content-length", "")
+    return await read_body(request.receive, length, ingest.settings.max_body_bytes)
 
 
 def _unavailable(ingest: Ingest, exc: Exception, count: int) -> HTTPException:
@@ -155,25 +130,12 @@ def _tally(appended: list[Appended]) -> dict[str, int]:
     return {"accepted": accepted, "duplicate": len(appended) - accepted}
 
 
-@router.post(
-    "/v1/events",
-    status_code=202,
-    response_model=None,
-    responses=openapi.EVENT_RESPONSES,
-    openapi_extra=openapi.EVENT_BODY,
-    summary="Append one input event",
-)
-async def post_event(request: Request, principal: PrincipalDep, ingest: IngestDep) -> Response:
-    body = _body(ingest, request.receive, request.headers.get("content-length", ""))
-    return await accept_event(ingest, principal, body, request.state.log_fields)
-
-
-async def accept_event(
-    ingest: Ingest, principal: auth.Principal, read: BodyReader, log_fields: LogFields
-) -> Response:
-    """POST /v1/events once authorised: read, validate, check the writer, append; 202."""
+async def post_event(request: Request, principal: PrincipalDep) -> Response:
+    """Validate one input event, check the token may write it, store it: 202 once Redis has it."""
+    ingest = _ingest(request)
+    log_fields = request.state.log_fields
     log_fields["count"] = 1
-    body = await read()
+    body = await _body(ingest, request)
     try:
         event = ingest.event(parse_json(body), ingest.window())
         clinic = None
@@ -214,16 +176,11 @@ async def _check_items(
     return valid, errors
 
 
-async def post_batch(request: Request, principal: PrincipalDep, ingest: IngestDep) -> Response:
-    body = _body(ingest, request.receive, request.headers.get("content-length", ""))
-    return await accept_batch(ingest, principal, body, request.state.log_fields)
-
-
-async def accept_batch(
-    ingest: Ingest, principal: auth.Principal, read: BodyReader, log_fields: LogFields
-) -> Response:
-    """POST /v1/events/batch once authorised: one result per item, in order; 202."""
-    body = await read()
+async def post_batch(request: Request, principal: PrincipalDep) -> Response:
+    """Store each valid event the token may write; a bad item does not reject the others."""
+    ingest = _ingest(request)
+    log_fields = request.state.log_fields
+    body = await _body(ingest, request)
     try:
         items = batch_items(parse_json(body), ingest.settings.max_batch)
     except Rejected as exc:
@@ -306,13 +263,24 @@ def create_app(
             ingest.store, ingest.redis = store, redis
 
     app = FastAPI(title="backtrack ingest", version="1", lifespan=lifespan)
+    app.state.settings = settings
     app.state.ingest = ingest
-    app.include_router(router)
-    openapi.install(app)
+    app.router.add_api_route(
+        "/v1/events",
+        post_event,
+        route_class_override=DirectRoute,
+        methods=["POST"],
+        status_code=202,
+        response_model=None,
+        responses=openapi.EVENT_RESPONSES,
+        openapi_extra=openapi.EVENT_BODY,
+        summary="Append one input event",
+    )
     # Declared per app: the documented batch size is the settings' max_batch.
-    app.add_api_route(
+    app.router.add_api_route(
         "/v1/events/batch",
         post_batch,
+        route_class_override=DirectRoute,
         methods=["POST"],
         status_code=202,
         response_model=None,
@@ -320,25 +288,8 @@ def create_app(
         openapi_extra=openapi.batch_body(settings.max_batch),
         summary="Append up to max_batch input events; one result per item, in order",
     )
-    direct = {
-        "/v1/events": (_route(router, "/v1/events"), _direct(ingest, accept_event)),
-        "/v1/events/batch": (_route(app.router, "/v1/events/batch"), _direct(ingest, accept_batch)),
-    }
-    app.add_middleware(DirectRoutes, routes=direct)  # inside the log: added first
+    app.include_router(router)
+    openapi.install(app)
+    app.add_middleware(DirectRoutes, routes=app.routes)  # inside the log: added first
     app.add_middleware(CanonicalLog, metrics=ingest.metrics, logger="backtrack.ingest")
     return app
-
-
-def _route(owner: APIRouter, path: str) -> APIRoute:
-    return next(r for r in owner.routes if isinstance(r, APIRoute) and r.path == path)
-
-
-def _direct(ingest: Ingest, accept: Callable[..., Awaitable[Response]]) -> Handler:
-    async def handle(
-        scope: Scope, receive: Receive, authorization: str | None, content_length: str
-    ) -> Response:
-        principal = _authorise(ingest, authorization)
-        fields = scope.setdefault("state", {}).setdefault("log_fields", {"count": 0})
-        return await accept(ingest, principal, _body(ingest, receive, content_length), fields)
-
-    return handle

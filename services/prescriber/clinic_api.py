@@ -12,15 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from shared.auth import InvalidToken, Principal, verify
 from shared.events import PrescriptionChanged, UserId
+from shared.http_auth import PrincipalDep, authorize_read
 from shared.store import EventStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1")
-_bearer = HTTPBearer(auto_error=False)
 RETRY_AFTER_SECONDS = 1
 
 
@@ -51,27 +49,6 @@ def get_store(request: Request) -> EventStore:
 
 
 StoreDep = Annotated[EventStore, Depends(get_store)]
-
-
-def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None:
-        raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    try:
-        return verify(credentials.credentials, request.app.state.settings.secret)
-    except InvalidToken as exc:
-        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-
-
-async def authorize_read(user_id: str, principal: Principal, store: EventStore) -> None:
-    clinic = await store.clinic_of(user_id) if principal.role == "clinic" else None
-    if not principal.can_read(user_id, clinic):
-        raise HTTPException(403, "this token may not read that user")
 
 
 def _json(change: PrescriptionChanged) -> Any:
@@ -106,12 +83,4 @@ async def every(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> An
     return [_json(change) for _, change in changes]
 
 
-__all__ = [
-    "ERRORS",
-    "Failure",
-    "PrincipalDep",
-    "StoreDep",
-    "authorize_read",
-    "router",
-    "store_available",
-]
+__all__ = ["ERRORS", "Failure", "StoreDep", "router", "store_available"]

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from redis import Redis as SyncRedis
 
 from services.logging_svc.app import create_app
-from services.logging_svc.asgi import DirectRoutes
+from services.logging_svc.direct_route import DirectRoutes
 from shared import codec
 from shared.auth import issue
 from shared.events import ClinicianReviewed
@@ -302,11 +302,11 @@ def event(kind: str, user: str = "p-1", **fields: Any) -> dict[str, Any]:
     return common | {"type": kind, **fields}
 
 
-@pytest.fixture(params=["direct", "routes"])
+@pytest.fixture(params=["direct", "router"])
 def served(request: pytest.FixtureRequest, redis_url: str) -> Iterator[httpx.Client]:
-    """The ingest app on the test Redis, its POSTs served by DirectRoutes or by FastAPI's routes."""
+    """The ingest app on the test Redis, its POSTs reached by DirectRoutes or by the router."""
     app = create_app(_settings(redis_url=redis_url))
-    if request.param == "routes":
+    if request.param == "router":
         kept = [m for m in app.user_middleware if m.cls is not DirectRoutes]
         assert len(kept) == len(app.user_middleware) - 1
         app.user_middleware = kept
@@ -321,7 +321,7 @@ def _reviewers(redis_url: str, user: str) -> list[str | None]:
 
 
 def test_both_paths_apply_who_may_write_what(served: httpx.Client, redis_url: str) -> None:
-    """Direct handlers and FastAPI routes alike refuse devices and strangers and stamp reviewers."""
+    """Via DirectRoutes or the router, both POSTs refuse devices and strangers, stamp reviewers."""
     started = event("RehabStarted", clinic_id="clinic-a")
     assert served.post("/v1/events", json=started, headers=bearer("operator", None)).is_success
     mine = event("ClinicianReviewed", action="hold", reviewed_by="clinic-b")

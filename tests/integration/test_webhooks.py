@@ -25,6 +25,7 @@ from services.channels.options import ChannelSettings
 from services.channels.queues import DUE, Queues
 from services.channels.subscriptions import SubscriptionCreated, SubscriptionLog
 from services.channels.webhooks import new_secret
+from shared import codec
 from shared.keys import DLQ, Keys
 from shared.log import configure_logging
 from shared.redis_store import RedisStore
@@ -262,6 +263,34 @@ async def test_the_last_failure_is_dead_lettered_and_the_queue_moves_on(
     assert b"gave up after 4 attempts" in fields[b"error"]
     await _until(lambda: _attempts(channel, "delivered") == 1)
     assert [_attempts(channel, o) for o in ("retry", "dead")] == [3, 1]
+
+
+async def test_each_attempt_decodes_its_change_once_through_the_codec(
+    channel: Dispatcher,
+    redis: Redis,
+    redis_store: RedisStore,
+    receivers: Start,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Posting, logging and dead-lettering an attempt share one codec decode of the queued bytes."""
+    decoded: list[bytes | str] = []
+    loads = codec.loads
+
+    def counting(data: bytes | str) -> Any:
+        decoded.append(data)
+        return loads(data)
+
+    monkeypatch.setattr(codec, "loads", counting)
+    hook = receivers(script=[503] * 4)
+    await _enrol(redis_store, "u-1")
+    sub_id = await _subscribe(redis, hook)
+    change = make_change(1)
+    await redis_store.append_change(change)
+    await _until(lambda: _attempts(channel, "dead") == 1)
+    assert [r.body["version"] for r in hook.received] == [1, 1, 1, 1]
+    assert len(await _log(redis, sub_id, 4)) == 4
+    key = str(change.event_id).encode()
+    assert sum(key in (d if isinstance(d, bytes) else d.encode()) for d in decoded) == 4
 
 
 async def test_enqueueing_twice_queues_once(
