@@ -395,3 +395,13 @@ def test_a_recorded_change_is_emitted_at_its_cause_arrival() -> None:
     rx = change(1, caused_by=cause.event.event_id).change
     run.record([rx])
     assert run.changes == [Emitted(at(1, 15), rx)]
+
+
+def test_target_rows_give_name_wanted_and_one_cell_per_rule_set() -> None:
+    """Each row is a target's name, its threshold, then what each rule set measured."""
+    measured = {
+        "1": [Target("a", 0.5, 0.9, at_least=True, percent=True)],
+        "2": [Target("a", 0.95, 0.9, at_least=True, percent=True)],
+    }
+    assert report.target_rows(measured) == [["a", "≥ 90%", "50% not met", "95% met"]]
+    assert report.target_rows(measured, "**not met**")[0][2] == "50% **not met**"
