@@ -217,9 +217,12 @@ async def live_cohort(
     people: Sequence[Persona],
     seed: int,
     weeks: int,
-    day_done: Callable[[int, int], None] | None = None,
+    day_done: Callable[[int, int, int], None] | None = None,
 ) -> list[Run]:
-    """Live every patient's course against the stack; ``day_done(day, posted)`` after each day.
+    """Live every patient's course against the stack.
+
+    ``day_done(day, days, posted)`` is called after each program day with the
+    number of days in the course and of events posted so far.
 
     The runs' changes are what the stack emitted, in version order; a run's
     ``rules_version`` is the one its changes carry.
@@ -229,7 +232,8 @@ async def live_cohort(
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max(len(lives), 1), thread_name_prefix="patient") as pool:
         try:
-            for day in range(lives[0].days if lives else 0):
+            days = lives[0].days if lives else 0
+            for day in range(days):
                 desk.open(len(lives))
                 living = [loop.run_in_executor(pool, _live, desk, life, day) for life in lives]
                 while waiting := await asyncio.to_thread(desk.settle):
@@ -237,7 +241,7 @@ async def live_cohort(
                 await asyncio.gather(*living)
                 await rounds.post(desk.outgoing())
                 if day_done is not None:
-                    day_done(day, rounds.posted)
+                    day_done(day, days, rounds.posted)
         except BaseException:
             desk.fail()
             raise
