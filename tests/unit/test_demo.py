@@ -1,10 +1,13 @@
-"""The demo's own parts: figures per rule set, a fresh embedded log."""
+"""The demo's own parts: its flags, figures per rule set, a fresh embedded log."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.cli.demo import _own_log, figures
+from services.cli.main import _parser
 from services.clinical.driver import Run
 from shared.cohort.persona import make_persona
 from shared.cohort.virtual import Truth
@@ -35,3 +38,17 @@ def test_the_embedded_demo_log_starts_afresh_and_an_external_one_is_left_alone(
     assert not old.exists()
     external = Settings(data_dir=str(tmp_path), redis_url="redis://example:6379/0")
     assert _own_log(external) is external
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_the_demo_refuses_counts_below_one(bad: str) -> None:
+    """--patients and --weeks take whole numbers of at least 1."""
+    for flag in ("--patients", "--weeks"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["demo", flag, bad])
+
+
+def test_the_demo_defaults_to_200_patients_for_12_weeks_on_make_clinicals_seed() -> None:
+    """Without flags: 200 patients, 12 weeks, and no seed (run_demo takes make clinical's)."""
+    args = _parser().parse_args(["demo"])
+    assert (args.patients, args.weeks, args.seed) == (200, 12, None)
