@@ -57,9 +57,13 @@ def run_demo(settings: Settings, patients: int, seed: int | None, weeks: int, re
     console.print(
         f"[bold]backtrack demo[/]: {patients} virtual patients (seed {seed}), {weeks} weeks each"
     )
-    with Stack(_own_log(settings), quiet=True) as stack:
-        console.print(f"stack up: ingest {stack.ingest_url}, clinic {stack.clinic_url}")
-        return asyncio.run(_run(stack, personas(patients, seed), seed, weeks, Path(report)))
+    try:
+        with Stack(_own_log(settings), quiet=True) as stack:
+            console.print(f"stack up: ingest {stack.ingest_url}, clinic {stack.clinic_url}")
+            return asyncio.run(_run(stack, personas(patients, seed), seed, weeks, Path(report)))
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return 130
 
 
 def _own_log(settings: Settings) -> Settings:
@@ -85,7 +89,7 @@ async def _run(stack: Stack, people: list[Persona], seed: int, weeks: int, repor
         started = time.perf_counter()
         async with server_for(stack, redis) as server:
             runs = await _live(server, people, seed, weeks)
-        console.print(_account(runs, time.perf_counter() - started))
+        console.print(_account(runs, weeks, time.perf_counter() - started))
         path = await conclude(store, runs, report)
         console.print(f"report written to [bold]{path}[/]")
     finally:
@@ -130,11 +134,11 @@ async def _live(server: Server, people: list[Persona], seed: int, weeks: int) ->
         return await live_cohort(server, people, seed, weeks, day_done)
 
 
-def _account(runs: Sequence[Run], seconds: float) -> str:
+def _account(runs: Sequence[Run], weeks: int, seconds: float) -> str:
     events = sum(r.events for r in runs)
     reads = sum(r.reads for r in runs)
     return (
-        f"{len(runs)} patients lived {runs[0].weeks if runs else 0} weeks in {seconds:.0f} s: "
+        f"{len(runs)} patients lived {weeks} week{'' if weeks == 1 else 's'} in {seconds:.0f} s: "
         f"{events:,} events posted, {reads:,} prescription reads with device tokens, "
         f"{sum(len(r.changes) for r in runs):,} prescription changes"
     )

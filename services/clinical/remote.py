@@ -77,12 +77,16 @@ class _Ticket:
 
 
 class Desk:
-    """Where patients' threads leave what reached the server and wait for their reads."""
+    """Where patients' threads leave what reached the server and wait for their reads.
+
+    A read stays open until a round answers it or the desk fails, so a round
+    cut short (an error, Ctrl-C) leaves no patient waiting for ever.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._busy = 0
-        self._waiting: dict[str, _Ticket] = {}
+        self._open: dict[str, _Ticket] = {}
         self._outgoing: list[Arrival] = []
         self._failed = False
 
@@ -103,25 +107,33 @@ class Desk:
             self._outgoing += arrivals
 
     def read(self, user_id: str) -> PrescriptionChanged | None:
-        """Wait for the next round to read ``user_id``'s prescription (patient's thread)."""
+        """Wait for a round to read ``user_id``'s prescription (patient's thread)."""
         ticket = _Ticket()
         with self._cond:
-            if not self._failed:
-                self._waiting[user_id] = ticket
-                self._cond.notify_all()
-            else:
+            if self._failed:
                 ticket.fail()
+            else:
+                self._open[user_id] = ticket
+                self._cond.notify_all()
         ticket.ready.wait()
         if ticket.failed:
-            raise RuntimeError("the demo stopped before this read was served")
+            raise RuntimeError("the demo stopped before this read was answered")
         return ticket.value
 
-    def settle(self) -> dict[str, _Ticket]:
-        """Block until every patient of the day waits or is done; hand over who waits."""
+    def settle(self) -> list[str]:
+        """Block until every patient of the day waits or is done; return who waits.
+
+        Called again only once every read it returned has been answered.
+        """
         with self._cond:
-            self._cond.wait_for(lambda: self._failed or len(self._waiting) == self._busy)
-            waiting, self._waiting = self._waiting, {}
-            return waiting
+            self._cond.wait_for(lambda: self._failed or len(self._open) == self._busy)
+            return [] if self._failed else list(self._open)
+
+    def answer(self, user_id: str, value: PrescriptionChanged | None) -> None:
+        """Answer a patient's open read."""
+        with self._cond:
+            ticket = self._open.pop(user_id)
+        ticket.give(value)
 
     def outgoing(self) -> list[Arrival]:
         """Take what is to be posted, in the order it was left."""
@@ -130,12 +142,12 @@ class Desk:
             return out
 
     def fail(self) -> None:
-        """Stop: every read waiting or still to come raises, ``settle`` returns."""
+        """Stop: every open read and every read still to come raises; ``settle`` returns."""
         with self._cond:
             self._failed = True
-            for ticket in self._waiting.values():
+            for ticket in self._open.values():
                 ticket.fail()
-            self._waiting.clear()
+            self._open.clear()
             self._cond.notify_all()
 
 
@@ -168,12 +180,12 @@ class Rounds:
         self.limit = asyncio.Semaphore(server.concurrency)
         self.posted = 0
 
-    async def serve(self, desk: Desk, waiting: dict[str, _Ticket]) -> None:
+    async def serve(self, desk: Desk, waiting: list[str]) -> None:
         """Post what arrived, wait for the prescriber, answer every waiting read."""
         await self.post(desk.outgoing())
         found = await asyncio.gather(*(self.latest(user) for user in waiting))
-        for ticket, change in zip(waiting.values(), found, strict=True):
-            ticket.give(change)
+        for user, change in zip(waiting, found, strict=True):
+            desk.answer(user, change)
 
     async def post(self, arrivals: list[Arrival]) -> None:
         """Post in arrival order (each patient's own order kept), then wait for the prescriber."""
@@ -229,22 +241,12 @@ async def live_cohort(
     """
     desk, rounds = Desk(), Rounds(server, people)
     lives = [Life(p, seed, weeks, HttpFeed(desk, p.user_id), "") for p in people]
-    loop = asyncio.get_running_loop()
+    days = lives[0].days if lives else 0
     with ThreadPoolExecutor(max(len(lives), 1), thread_name_prefix="patient") as pool:
-        try:
-            days = lives[0].days if lives else 0
-            for day in range(days):
-                desk.open(len(lives))
-                living = [loop.run_in_executor(pool, _live, desk, life, day) for life in lives]
-                while waiting := await asyncio.to_thread(desk.settle):
-                    await rounds.serve(desk, waiting)
-                await asyncio.gather(*living)
-                await rounds.post(desk.outgoing())
-                if day_done is not None:
-                    day_done(day, days, rounds.posted)
-        except BaseException:
-            desk.fail()
-            raise
+        for day in range(days):
+            await _day(pool, desk, rounds, lives, day)
+            if day_done is not None:
+                day_done(day, days, rounds.posted)
     runs = [life.finish() for life in lives]
     await rounds.post(desk.outgoing())
     every = await asyncio.gather(*(rounds.every(p.user_id) for p in people))
@@ -258,6 +260,25 @@ def _change(event: Event) -> PrescriptionChanged:
     if not isinstance(event, PrescriptionChanged):
         raise TypeError(f"the clinic API answered a {event.type}, not a PrescriptionChanged")
     return event
+
+
+async def _day(
+    pool: ThreadPoolExecutor, desk: Desk, rounds: Rounds, lives: Sequence[Life], day: int
+) -> None:
+    """Every patient lives ``day`` in its thread; rounds answer their reads; the rest is posted."""
+    loop = asyncio.get_running_loop()
+    desk.open(len(lives))
+    living = [loop.run_in_executor(pool, _live, desk, life, day) for life in lives]
+    try:
+        while waiting := await asyncio.to_thread(desk.settle):
+            await rounds.serve(desk, waiting)
+        await asyncio.gather(*living)
+    except BaseException:
+        desk.fail()  # the threads end at their next read; nobody waits for their results
+        for future in living:
+            future.cancel()
+        raise
+    await rounds.post(desk.outgoing())
 
 
 def _live(desk: Desk, life: Life, day: int) -> None:

@@ -35,15 +35,14 @@ def test_a_round_starts_once_every_patient_of_the_day_waits_or_is_done() -> None
     desk.open(3)
     threads, answers = _patients(desk, ["a", "b"])
     desk.leave()  # the third patient is done without reading
-    waiting = desk.settle()
-    assert set(waiting) == {"a", "b"}
+    assert sorted(desk.settle()) == ["a", "b"]
     rx = make_change(user_id="b")
-    waiting["a"].give(None)
-    waiting["b"].give(rx)
+    desk.answer("a", None)
+    desk.answer("b", rx)
     for thread in threads:
         thread.join(10)
     assert answers == {"a": None, "b": rx}
-    assert desk.settle() == {}
+    assert desk.settle() == []
 
 
 def test_what_patients_leave_is_taken_once_in_the_order_left() -> None:
@@ -62,12 +61,24 @@ def test_a_failed_desk_fails_waiting_and_later_reads_and_ends_the_round() -> Non
     desk.open(2)
     threads, answers = _patients(desk, ["a"])
     desk.fail()
-    assert desk.settle() == {}
+    assert desk.settle() == []
     late, more = _patients(desk, ["b"])
     for thread in threads + late:
         thread.join(10)
     assert isinstance(answers["a"], RuntimeError)
     assert isinstance(more["b"], RuntimeError)
+
+
+def test_a_read_handed_to_a_round_that_fails_is_failed_too() -> None:
+    """A round cut short leaves no patient waiting: fail() reaches reads already handed over."""
+    desk = Desk()
+    desk.open(1)
+    threads, answers = _patients(desk, ["a"])
+    assert desk.settle() == ["a"]
+    desk.fail()
+    threads[0].join(10)
+    assert not threads[0].is_alive()
+    assert isinstance(answers["a"], RuntimeError)
 
 
 def test_the_clinic_api_answer_must_be_a_prescription() -> None:
