@@ -48,7 +48,6 @@ from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
 from shared.store import EventStore
 
-READS_AT_ONCE = 4  # more only queues on a 2-core machine: client and API share the cores
 console = Console()
 
 
@@ -102,13 +101,14 @@ async def server_for(stack: Stack, redis: Redis, **client: Any) -> AsyncIterator
     """The running stack as the cohort reaches it; ``client`` goes to both HTTP clients."""
     settings = stack.settings
     operator = {"Authorization": f"Bearer {issue('operator', None, settings.secret)}"}
-    alive = httpx.Limits(max_connections=READS_AT_ONCE, max_keepalive_connections=READS_AT_ONCE)
+    reads = Server.concurrency
+    alive = httpx.Limits(max_connections=reads, max_keepalive_connections=reads)
     async with (
         httpx.AsyncClient(base_url=stack.ingest_url, headers=operator, timeout=30, **client) as a,
         httpx.AsyncClient(base_url=stack.clinic_url, limits=alive, timeout=30, **client) as b,
     ):
         wait = partial(caught_up, redis, Keys(settings.partitions))
-        yield Server(a, b, settings.secret, wait, READS_AT_ONCE)
+        yield Server(a, b, settings.secret, wait, reads)
 
 
 async def _known(store: EventStore, people: Sequence[Persona]) -> bool:

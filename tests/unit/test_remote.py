@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from services.clinical.remote import Desk, _change
+from services.clinical.desk import Desk
+from services.clinical.remote import _change
 from shared.cohort.outbox import Arrival
 from tests.integration.events_factory import T0, make_change, make_pain
 
