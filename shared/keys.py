@@ -33,6 +33,8 @@ from typing import ClassVar
 
 PREFIX = "bt"
 DLQ = f"{PREFIX}:dlq"
+#: the consumer group the prescriber reads the partition feeds with (tools read its lag)
+PRESCRIBER_GROUP = "prescriber"
 
 
 def partition(user_id: str, partitions: int) -> int:

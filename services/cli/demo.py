@@ -1,134 +1,191 @@
-"""``backtrack demo``: the whole stack, a simulated cohort posted over HTTP, a report.
+"""``backtrack demo``: the whole stack, the virtual cohort living against it over HTTP, a report.
 
-The cohort's twelve weeks are posted in arrival order as fast as the stack
-takes them (time-compressed), in batches through the public ingest API with an
-operator token. When the prescriber has drained its feeds, the demo prints a
-summary of phases, changes and referrals, and writes an HTML report with
-charts of pain against program level for a few patients.
+The patients are ``make clinical``'s virtual patients (``shared.cohort.virtual``,
+the same personas and seeds: patient i is the same person in both), who do
+what they are prescribed. They live their weeks day by day, time-compressed:
+what reaches the server each day is posted through the ingest API (an
+operator token, batched across patients), the demo waits for the prescriber,
+and whenever a patient's app reads its prescription it asks the clinic API
+with that patient's own device token (``services.clinical.remote``).
+
+At the end the demo prints the targets ``make clinical`` measures, for the rule
+set the stack decided with, the summary tables, and writes an HTML report.
+With the embedded Redis the event log lives under ``<data_dir>/demo`` and is
+started afresh on every run, so the patients meet a stack that has never seen
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from services.cli.report import write_report
 from services.cli.stack import Stack
-from shared import cohort
+from services.clinical.cohort import SEED
+from services.clinical.driver import Run
+from services.clinical.facts import facts
+from services.clinical.metrics import Target, targets
+from services.clinical.remote import Server, caught_up, live_cohort
+from services.clinical.report import target_rows
 from shared.auth import issue
-from shared.codec import dumps
-from shared.events import PrescriptionChanged
+from shared.cohort.persona import Persona, personas
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
+from shared.store import EventStore
 
-BATCH = 250
 console = Console()
 
 
-def run_demo(settings: Settings, patients: int, seed: int, report: str) -> int:
-    console.print(f"[bold]backtrack demo[/]: {patients} simulated patients, 12 weeks each")
-    with Stack(settings, quiet=True) as stack:
-        console.print(f"stack up: ingest {stack.ingest_url}, clinic {stack.clinic_url}")
-        return asyncio.run(_run(stack, settings, patients, seed, Path(report)))
-
-
-async def _run(stack: Stack, settings: Settings, n: int, seed: int, report: Path) -> int:
-    token = issue("operator", None, settings.secret)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    arrivals = list(cohort.simulate(n, seed))
-    started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=stack.ingest_url, headers=headers, timeout=30) as http:
-        with _progress() as bar:
-            task = bar.add_task("posting events", total=len(arrivals))
-            for start in range(0, len(arrivals), BATCH):
-                chunk = arrivals[start : start + BATCH]
-                body = b'{"events":[' + b",".join(dumps(a.event) for a in chunk) + b"]}"
-                reply = await http.post("/v1/events/batch", content=body)
-                reply.raise_for_status()
-                bar.advance(task, len(chunk))
-    posted = time.perf_counter() - started
+def run_demo(settings: Settings, patients: int, seed: int | None, weeks: int, report: str) -> int:
+    seed = SEED if seed is None else seed
     console.print(
-        f"posted {len(arrivals):,} events in {posted:.1f}s ({len(arrivals) / posted:,.0f} events/s)"
+        f"[bold]backtrack demo[/]: {patients} virtual patients (seed {seed}), {weeks} weeks each"
     )
-    redis = connect(stack.redis_url)
     try:
-        await _drain(redis, Keys(settings.partitions))
-        store = RedisStore(redis, partitions=settings.partitions)
-        people = cohort.patients(n, seed)
-        latest = {p.user_id: await store.prescriptions(p.user_id) for p in people}
-        _summary(people, latest)
-        path = await write_report(store, people, latest, report)
+        with Stack(_own_log(settings), quiet=True) as stack:
+            console.print(f"stack up: ingest {stack.ingest_url}, clinic {stack.clinic_url}")
+            return asyncio.run(_run(stack, personas(patients, seed), seed, weeks, Path(report)))
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return 130
+
+
+def _own_log(settings: Settings) -> Settings:
+    """With the embedded Redis, a fresh log of the demo's own under ``data_dir``."""
+    if settings.redis_url:
+        return settings
+    own = Path(settings.data_dir) / "demo"
+    shutil.rmtree(own, ignore_errors=True)
+    return settings.model_copy(update={"data_dir": str(own)})
+
+
+async def _run(stack: Stack, people: list[Persona], seed: int, weeks: int, report: Path) -> int:
+    settings = stack.settings
+    redis = connect(stack.redis_url)
+    store = RedisStore(redis, partitions=settings.partitions)
+    try:
+        if await _known(store, people):
+            console.print(
+                "[red]this event log already holds patients of this cohort[/]: "
+                "use another --seed or an empty Redis"
+            )
+            return 2
+        started = time.perf_counter()
+        async with server_for(stack, redis) as server:
+            runs = await _live(server, people, seed, weeks)
+        console.print(_account(runs, weeks, time.perf_counter() - started))
+        path = await conclude(store, runs, report)
         console.print(f"report written to [bold]{path}[/]")
     finally:
         await redis.aclose()
     return 0
 
 
-def _progress() -> Progress:
-    return Progress(
+@contextlib.asynccontextmanager
+async def server_for(stack: Stack, redis: Redis, **client: Any) -> AsyncIterator[Server]:
+    """The running stack as the cohort reaches it; ``client`` goes to both HTTP clients."""
+    settings = stack.settings
+    operator = {"Authorization": f"Bearer {issue('operator', None, settings.secret)}"}
+    reads = Server.concurrency
+    alive = httpx.Limits(max_connections=reads, max_keepalive_connections=reads)
+    async with (
+        httpx.AsyncClient(base_url=stack.ingest_url, headers=operator, timeout=30, **client) as a,
+        httpx.AsyncClient(base_url=stack.clinic_url, limits=alive, timeout=30, **client) as b,
+    ):
+        wait = partial(caught_up, redis, Keys(settings.partitions))
+        yield Server(a, b, settings.secret, wait, reads)
+
+
+async def _known(store: EventStore, people: Sequence[Persona]) -> bool:
+    """Whether the log already holds any of these patients."""
+    found = await asyncio.gather(*(store.history(p.user_id, count=1) for p in people))
+    return any(found)
+
+
+async def _live(server: Server, people: list[Persona], seed: int, weeks: int) -> list[Run]:
+    with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=console,
+    ) as bar:
+        task = bar.add_task("simulated days", total=None)
+
+        def day_done(day: int, days: int, posted: int) -> None:
+            description = f"simulated days, {posted:,} events posted"
+            bar.update(task, total=days, completed=day + 1, description=description)
+
+        return await live_cohort(server, people, seed, weeks, day_done)
+
+
+def _account(runs: Sequence[Run], weeks: int, seconds: float) -> str:
+    events = sum(r.events for r in runs)
+    reads = sum(r.reads for r in runs)
+    return (
+        f"{len(runs)} patients lived {weeks} week{'' if weeks == 1 else 's'} in {seconds:.0f} s: "
+        f"{events:,} events posted, {reads:,} prescription reads with device tokens, "
+        f"{sum(len(r.changes) for r in runs):,} prescription changes"
     )
 
 
-async def _lag(redis: Redis, keys: Keys) -> int:
-    total = 0
-    for feed in keys.feeds():
-        for group in await redis.xinfo_groups(feed):
-            if group["name"] in (b"prescriber", "prescriber"):
-                total += (group.get("lag") or 0) + (group.get("pending") or 0)
-    return total
+async def conclude(store: EventStore, runs: Sequence[Run], report: Path) -> Path:
+    """Print the targets and the summary tables; write the HTML report and return its path."""
+    measured = figures(runs)
+    for version, found in measured.items():
+        table = Table(title=f"targets of make clinical, rule set {version}")
+        for column in ("target", "wanted", "measured"):
+            table.add_column(column, justify="right" if column == "measured" else "left")
+        for row in target_rows({version: found}):
+            table.add_row(*row)
+        console.print(table)
+    _summary(runs)
+    return await write_report(store, runs, measured, report)
 
 
-async def _drain(redis: Redis, keys: Keys, patience: float = 600) -> None:
-    """Wait until the prescriber has consumed and acknowledged every feed entry."""
-    with _progress() as bar:
-        first = await _lag(redis, keys)
-        task = bar.add_task("prescribing", total=max(first, 1))
-        deadline = time.monotonic() + patience
-        while (lag := await _lag(redis, keys)) and time.monotonic() < deadline:
-            bar.update(task, completed=max(first - lag, 0))
-            await asyncio.sleep(0.2)
-        bar.update(task, completed=max(first, 1))
+def figures(runs: Sequence[Run]) -> dict[str, list[Target]]:
+    """make clinical's targets over the runs' facts, per rule set the stack decided with."""
+    by_version: dict[str, list[Run]] = {}
+    for run in runs:
+        by_version.setdefault(run.rules_version, []).append(run)
+    return {v: targets([facts(r) for r in group]) for v, group in sorted(by_version.items())}
 
 
-def _summary(
-    people: list[cohort.Patient], changes: dict[str, list[tuple[str, PrescriptionChanged]]]
-) -> None:
-    from rich.table import Table  # noqa: PLC0415
-
-    final = [c[-1][1] for c in changes.values() if c]
-    kinds = Counter(ch.change for c in changes.values() for _, ch in c)
-    archetype = Counter(p.archetype for p in people)
-    table = Table(title="where the cohort ended up")
-    table.add_column("final phase")
-    table.add_column("patients", justify="right")
-    for phase, count in Counter(c.phase for c in final).most_common():
-        table.add_row(phase, str(count))
-    console.print(table)
-    table = Table(title="prescription changes")
-    table.add_column("change")
-    table.add_column("count", justify="right")
-    for kind, count in kinds.most_common():
-        table.add_row(kind, str(count))
-    console.print(table)
-    table = Table(title="referrals (latest prescription)")
-    table.add_column("urgency")
-    table.add_column("reason")
-    table.add_column("patients", justify="right")
+def _summary(runs: Sequence[Run]) -> None:
+    final = [r.changes[-1].change for r in runs if r.changes]
+    changes = Counter((e.change.change,) for r in runs for e in r.changes)
     referrals = Counter((c.referral.urgency, c.referral.reason) for c in final if c.referral)
-    for (urgency, reason), count in referrals.most_common():
-        table.add_row(urgency, reason, str(count))
-    console.print(table)
-    console.print("archetypes: " + ", ".join(f"{k} {v}" for k, v in archetype.most_common()))
+    tables = (
+        (
+            "where the cohort ended up",
+            ("final phase", "patients"),
+            Counter((c.phase,) for c in final),
+        ),
+        ("prescription changes", ("change", "count"), changes),
+        ("referrals (latest prescription)", ("urgency", "reason", "patients"), referrals),
+    )
+    for title, columns, counts in tables:
+        table = Table(title=title)
+        for column in columns[:-1]:
+            table.add_column(column)
+        table.add_column(columns[-1], justify="right")
+        for key, count in counts.most_common():
+            table.add_row(*key, str(count))
+        console.print(table)
+    archetypes = Counter(r.persona.archetype for r in runs)
+    console.print("archetypes: " + ", ".join(f"{k} {v}" for k, v in archetypes.most_common()))

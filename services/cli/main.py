@@ -17,10 +17,13 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the whole stack in the foreground")
     up.add_argument("--redis-url", help="an external Redis (default: an embedded one)")
 
-    demo = commands.add_parser("demo", help="the stack plus a simulated cohort, with a report")
-    demo.add_argument("--redis-url")
-    demo.add_argument("--patients", type=int, default=200)
-    demo.add_argument("--seed", type=int, default=7)
+    demo = commands.add_parser(
+        "demo", help="the stack plus virtual patients living against it over HTTP, with a report"
+    )
+    demo.add_argument("--redis-url", help="an external Redis (default: a fresh embedded one)")
+    demo.add_argument("--patients", type=_positive, default=200)
+    demo.add_argument("--seed", type=int, help="cohort seed (default: make clinical's)")
+    demo.add_argument("--weeks", type=_positive, default=12, help="program weeks per patient")
     demo.add_argument("--report", default="backtrack-report.html", help="HTML report path")
 
     token = commands.add_parser("token", help="print a bearer token")
@@ -91,6 +94,12 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {value}")
+    return int(value)
+
+
 def _workers(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 64:
         raise argparse.ArgumentTypeError(f"not a number of processes from 1 to 64: {value}")
@@ -130,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from services.cli.demo import run_demo  # noqa: PLC0415
 
-        return run_demo(settings, patients=args.patients, seed=args.seed, report=args.report)
+        return run_demo(settings, args.patients, args.seed, args.weeks, args.report)
     if args.command == "history":
         from services.cli.history import show_history  # noqa: PLC0415
 

@@ -1,4 +1,4 @@
-"""The demo's HTML report: the cohort's outcome and a few patients' courses as charts."""
+"""The demo's HTML report: the targets, the cohort's outcome and a few patients' courses."""
 
 from __future__ import annotations
 
@@ -7,24 +7,24 @@ import base64
 import html
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from services.cli.charts import plot_user
-from shared.cohort import Patient
-from shared.events import PrescriptionChanged
+from services.clinical.driver import Run
+from services.clinical.metrics import Target
+from services.clinical.report import target_rows
 from shared.store import EventStore
 
-Changes = dict[str, list[tuple[str, PrescriptionChanged]]]
 
-
-def _pick(people: list[Patient], per_archetype: int = 1) -> list[Patient]:
+def _pick(runs: Sequence[Run], per_archetype: int = 1) -> list[Run]:
     """The first patient of each archetype: one chart per path through the rules."""
     seen: Counter[str] = Counter()
     chosen = []
-    for person in people:
-        if seen[person.archetype] < per_archetype:
-            seen[person.archetype] += 1
-            chosen.append(person)
+    for run in runs:
+        if seen[run.persona.archetype] < per_archetype:
+            seen[run.persona.archetype] += 1
+            chosen.append(run)
     return chosen
 
 
@@ -33,17 +33,29 @@ def _table(title: str, rows: Counter[str]) -> str:
     return f"<h2>{html.escape(title)}</h2><table>{body}</table>"
 
 
+def _targets(measured: dict[str, list[Target]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("target", "wanted"))
+    head += "".join(f"<th>rule set {html.escape(v)}</th>" for v in measured)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in target_rows(measured)
+    )
+    return f"<h2>Targets (as make clinical measures them)</h2><table><tr>{head}</tr>{body}</table>"
+
+
 async def write_report(
-    store: EventStore, people: list[Patient], changes: Changes, path: Path
+    store: EventStore, runs: Sequence[Run], measured: dict[str, list[Target]], path: Path
 ) -> Path:
-    final = [c[-1][1] for c in changes.values() if c]
+    """Write the report to ``path``: figures, tables, and the charts read from the event log."""
+    final = [r.changes[-1].change for r in runs if r.changes]
     parts = [
         "<!doctype html><meta charset=utf-8><title>backtrack demo report</title>",
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-        "td{padding:2px 12px}img{width:100%}</style>",
-        f"<h1>backtrack demo: {len(people)} simulated patients</h1>",
+        "td,th{padding:2px 12px;text-align:left}img{width:100%}</style>",
+        f"<h1>backtrack demo: {len(runs)} virtual patients</h1>",
+        _targets(measured),
         _table("Final phase", Counter(c.phase for c in final)),
-        _table("Prescription changes", Counter(ch.change for c in changes.values() for _, ch in c)),
+        _table("Prescription changes", Counter(e.change.change for r in runs for e in r.changes)),
         _table(
             "Referrals",
             Counter(f"{c.referral.urgency}: {c.referral.reason}" for c in final if c.referral),
@@ -52,15 +64,15 @@ async def write_report(
         "against the mean program level (green), phases as bands.</p>",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for person in _pick(people):
-            events = [e for _, e in await store.history(person.user_id)]
-            course = [c for _, c in changes.get(person.user_id, [])]
-            png = plot_user(person.user_id, events, course, Path(tmp) / f"{person.user_id}.png")
+        for run in _pick(runs):
+            user = run.persona.user_id
+            events = [e for _, e in await store.history(user)]
+            course = [e.change for e in run.changes]
+            png = plot_user(user, events, course, Path(tmp) / f"{user}.png")
             data = base64.b64encode(png.read_bytes()).decode()
             parts.append(
-                f"<h3>{html.escape(person.user_id)} ({person.archetype})</h3>"
-                f"<img alt='course of {html.escape(person.user_id)}' "
-                f"src='data:image/png;base64,{data}'>"
+                f"<h3>{html.escape(user)} ({run.persona.archetype})</h3>"
+                f"<img alt='course of {html.escape(user)}' src='data:image/png;base64,{data}'>"
             )
     await asyncio.to_thread(path.write_text, "\n".join(parts), encoding="utf-8")
     return path

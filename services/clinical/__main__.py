@@ -104,10 +104,8 @@ def _print_targets(outcome: Outcome) -> None:
     table.add_column("wanted")
     for version in measured:
         table.add_column(f"rule set {version}", justify="right")
-    first = next(iter(measured.values()))
-    for i, target in enumerate(first):
-        cells = [report.target_cell(measured[v][i]) for v in measured]
-        table.add_row(target.name, report.wanted(target), *cells)
+    for row in report.target_rows(measured):
+        table.add_row(*row)
     console.print(table)
 
 

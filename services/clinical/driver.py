@@ -1,17 +1,24 @@
-"""The pure engine in the prescriber's place, one virtual patient at a time.
+"""A virtual patient's course against a prescriber: the day loop every run shares.
 
-A patient's events reach the engine in arrival order through
-``fold_arrivals``, exactly as live processing folds them; the state and the
-timeline are kept between deliveries. Whenever the patient's app reads its
-prescription, everything that has arrived by then is folded first, so the
-patient sees what a live prescriber would have emitted by that moment.
+``Life`` lives one patient's days against a ``Feed``: whenever the patient's
+app reads its prescription, everything that has reached the server by then is
+delivered first, so the patient sees what a live prescriber would have emitted
+by that moment; at the end of each day the rest of the day's arrivals follow.
+``Run`` records what arrived and the changes emitted, each at the arrival of
+the event that caused it, however the feed learns of them.
+
+Two feeds: ``EngineFeed`` folds the arrivals with the pure engine exactly as
+live processing folds them (``make clinical``); ``services.clinical.remote``
+posts them to a running stack and reads the prescription through its clinic
+API (``backtrack demo``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 from services.prescriber import engine
@@ -32,7 +39,7 @@ class Emitted:
 
 @dataclass
 class Run:
-    """One patient's twelve weeks under one rule set: the truth and what the engine did."""
+    """One patient's twelve weeks under one rule set: the truth and what the prescriber did."""
 
     persona: Persona
     rules_version: str
@@ -43,8 +50,10 @@ class Run:
     events: int = 0
     late: int = 0  # events that arrived after a later-occurring one
     refolds: int = 0
-    flag_arrivals: dict[UUID, datetime] = field(default_factory=dict)
+    reads: int = 0  # times the patient's app read its prescription from the prescriber
+    arrived_at: dict[UUID, datetime] = field(default_factory=dict)  # event id -> its arrival
     arrivals: list[Arrival] | None = None  # every arrival in order, when asked to keep them
+    newest: datetime | None = None  # the latest occurred_at among the arrivals so far
 
     def day_of(self, at: datetime) -> int:
         """The program day (0 = intake) of a moment, in the patient's own time zone."""
@@ -59,21 +68,96 @@ class Run:
             found = emitted.change
         return found
 
+    def note(self, arrivals: Sequence[Arrival]) -> None:
+        """Record arrivals in the order they reached the server."""
+        if self.arrivals is not None:
+            self.arrivals += arrivals
+        for arrival in arrivals:
+            event = arrival.event
+            self.events += 1
+            self.arrived_at[event.event_id] = arrival.at
+            if self.newest is not None and event.occurred_at < self.newest:
+                self.late += 1
+            else:
+                self.newest = event.occurred_at
+            if isinstance(event, PainLogged) and event.context in ("baseline", "morning"):
+                self.scores.append((self.day_of(event.occurred_at), event.score))
+
+    def record(self, changes: Iterable[PrescriptionChanged]) -> None:
+        """Record changes emitted, in order; each caused by an event already noted."""
+        self.changes += [Emitted(self.arrived_at[c.caused_by], c) for c in changes]
+
+
+class Feed(Protocol):
+    """Where a patient's events go and where its app reads the prescription."""
+
+    def deliver(self, arrivals: Sequence[Arrival]) -> list[PrescriptionChanged]:
+        """Hand over what reached the server, in arrival order; return the changes known now."""
+        ...
+
+    def latest(self) -> PrescriptionChanged | None:
+        """The prescription the server holds once everything delivered is processed."""
+        ...
+
+
+class Life:
+    """One virtual patient's days against one feed, recorded in ``run``."""
+
+    def __init__(
+        self,
+        persona: Persona,
+        seed: int,
+        weeks: int,
+        feed: Feed,
+        rules_version: str,
+        *,
+        keep: bool = False,
+    ) -> None:
+        self.patient = VirtualPatient(persona, seed, weeks)
+        self.feed = feed
+        self.run = Run(
+            persona, rules_version, weeks, self.patient.truth, arrivals=[] if keep else None
+        )
+
+    @property
+    def days(self) -> int:
+        """Program days in the course (intake day included)."""
+        return self.patient.days
+
+    def live(self, day: int) -> None:
+        """Live program ``day``, then deliver the rest of what arrived by its end."""
+        self.patient.live(day, self.read)
+        self._deliver(self.patient.arrived(self.patient.end_of(day)))
+
+    def finish(self) -> Run:
+        """Deliver whatever is still on its way (a device that syncs late) and return the run."""
+        self._deliver(self.patient.arrived())
+        return self.run
+
+    def read(self, at: datetime) -> PrescriptionChanged | None:
+        """The patient's reader: deliver what arrived by ``at``, then ask the feed."""
+        self._deliver(self.patient.arrived(at))
+        self.run.reads += 1
+        return self.feed.latest()
+
+    def _deliver(self, arrivals: list[Arrival]) -> None:
+        if arrivals:
+            self.run.note(arrivals)
+            self.run.record(self.feed.deliver(arrivals))
+
 
 class EngineFeed:
-    """Folds a patient's arrivals as the live prescriber would, and keeps what it emitted."""
+    """Folds a patient's arrivals with the pure engine, as the live prescriber would."""
 
-    def __init__(self, run: Run, rules: engine.RuleSet) -> None:
-        self.run = run
+    def __init__(self, user_id: str, rules: engine.RuleSet) -> None:
         self.rules = rules
-        self.state = engine.initial(run.persona.user_id)
+        self.state = engine.initial(user_id)
         self.earlier: list[Input] | Timeline = []
-        self.newest: datetime | None = None
+        self.last: PrescriptionChanged | None = None
+        self.refolds = 0
 
-    def deliver(self, arrivals: Sequence[Arrival]) -> None:
-        """Fold what arrived, in arrival order."""
-        if not arrivals:
-            return
+    def deliver(self, arrivals: Sequence[Arrival]) -> list[PrescriptionChanged]:
+        """Fold what arrived, in arrival order; return the changes it emitted."""
         events = [a.event for a in arrivals]
         folded = fold_arrivals(self.state, events, self.earlier, self.rules)
         assert folded is not None  # the earlier history is always given
@@ -83,30 +167,14 @@ class EngineFeed:
             assert isinstance(self.earlier, list)
             self.earlier.extend(events)
         self.state = folded.state
-        run = self.run
-        run.refolds += folded.refolds
-        arrived = {a.event.event_id: a.at for a in arrivals}
-        run.changes += [Emitted(arrived[c.caused_by], c) for c in folded.changes]
-        if run.arrivals is not None:
-            run.arrivals += arrivals
-        for arrival in arrivals:
-            self._note(arrival)
+        self.refolds += folded.refolds
+        if folded.changes:
+            self.last = folded.changes[-1]
+        return folded.changes
 
     def latest(self) -> PrescriptionChanged | None:
         """The last change emitted so far."""
-        return self.run.changes[-1].change if self.run.changes else None
-
-    def _note(self, arrival: Arrival) -> None:
-        run, event = self.run, arrival.event
-        run.events += 1
-        if event.event_id in run.truth.red_flag_events:
-            run.flag_arrivals[event.event_id] = arrival.at
-        if self.newest is not None and event.occurred_at < self.newest:
-            run.late += 1
-        else:
-            self.newest = event.occurred_at
-        if isinstance(event, PainLogged) and event.context in ("baseline", "morning"):
-            run.scores.append((run.day_of(event.occurred_at), event.score))
+        return self.last
 
 
 def run_patient(
@@ -116,16 +184,10 @@ def run_patient(
 
     ``keep`` keeps every arrival in ``run.arrivals`` (the cohort does not need them).
     """
-    patient = VirtualPatient(persona, seed, weeks)
-    run = Run(persona, rules.rules_version, weeks, patient.truth, arrivals=[] if keep else None)
-    feed = EngineFeed(run, rules)
-
-    def read(at: datetime) -> PrescriptionChanged | None:
-        feed.deliver(patient.arrived(at))
-        return feed.latest()
-
-    for day in range(patient.days):
-        patient.live(day, read)
-        feed.deliver(patient.arrived(patient.end_of(day)))
-    feed.deliver(patient.arrived())
+    feed = EngineFeed(persona.user_id, rules)
+    life = Life(persona, seed, weeks, feed, rules.rules_version, keep=keep)
+    for day in range(life.days):
+        life.live(day)
+    run = life.finish()
+    run.refolds = feed.refolds
     return run

@@ -174,7 +174,7 @@ def _flag_referred(run: Run, event_id: UUID) -> bool:
     for emitted in run.changes:
         if emitted.change.caused_by == event_id:
             return _red(emitted.change)
-    arrived = run.flag_arrivals.get(event_id)
+    arrived = run.arrived_at.get(event_id)
     return arrived is not None and _red(run.in_force(arrived))
 
 

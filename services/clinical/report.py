@@ -76,10 +76,17 @@ def target_table(measured: dict[str, list[Target]]) -> list[str]:
         "| target | wanted | " + " | ".join(f"rule set {v}" for v in versions) + " |",
         "|---|---|" + "---|" * len(versions),
     ]
-    for i, target in enumerate(measured[versions[0]]):
-        cells = " | ".join(target_cell(measured[v][i], "**not met**") for v in versions)
-        rows.append(f"| {target.name} | {wanted(target)} | {cells} |")
+    rows += ["| " + " | ".join(row) + " |" for row in target_rows(measured, "**not met**")]
     return rows
+
+
+def target_rows(measured: dict[str, list[Target]], missed: str = "not met") -> list[list[str]]:
+    """Per target: its name, what is wanted, and what each rule set measured (in that order)."""
+    versions = list(measured)
+    return [
+        [target.name, wanted(target), *(target_cell(measured[v][i], missed) for v in versions)]
+        for i, target in enumerate(measured[versions[0]])
+    ]
 
 
 def wanted(target: Target) -> str:

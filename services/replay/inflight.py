@@ -17,12 +17,10 @@ from typing import Any
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from shared.keys import Keys
+from shared.keys import PRESCRIBER_GROUP, Keys
 from shared.streams import text
 
-GROUP = (
-    "prescriber"  # services.prescriber.feeds.consumer.GROUP (replay reads the log, not the shell)
-)
+GROUP = PRESCRIBER_GROUP
 
 
 class Lagging(Exception):  # noqa: N818 - a state, not an error name

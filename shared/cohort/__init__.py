@@ -1,10 +1,12 @@
-"""A seeded cohort of simulated low-back-pain patients, for demos, tests and benchmarks.
+"""A seeded open-loop cohort of simulated low-back-pain patients, for tests and benchmarks.
 
 ``simulate(n, seed)`` yields about twelve weeks of contract events per patient
 (``RehabStarted``, then daily ``PainLogged`` and ``SessionCompleted`` with
 their during/after pain logs) in the order a server would receive them. The
 same arguments always give the same events, ids included, and patients are
 generated lazily: one course at a time per patient, merged by arrival time.
+The histories do not depend on any prescription; patients who do what they
+are prescribed are ``virtual``'s (``make clinical``, ``backtrack demo``).
 
 Each patient follows one archetype, chosen to drive one path through the
 prescription rules (../shared/RULES.md):

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 from services.clinical import report
 from services.clinical.__main__ import main
 from services.clinical.cohort import Outcome, measured, simulate, versions
-from services.clinical.driver import Emitted, Run, run_patient
+from services.clinical.driver import Emitted, EngineFeed, Life, Run, run_patient
 from services.clinical.facts import facts
 from services.clinical.metrics import Target, targets
 from services.prescriber.arrivals import fold_history
 from services.prescriber.engine.rules import RULE_SETS, builtin
 from services.replay.rulesets import load_rules
+from shared.cohort.outbox import Arrival
 from shared.cohort.persona import make_persona, personas
 from shared.cohort.virtual import SessionTruth, Truth
-from shared.events import PrescriptionChanged, Referral, SessionCompleted
+from shared.events import PainLogged, PrescriptionChanged, Referral, SessionCompleted
 
 START = datetime(2026, 1, 5, 9, tzinfo=UTC)
 BUILD = ("cat_camel", "rib_closure", "spine_curl_bridge", "knee_hugs", "walking")
@@ -182,11 +185,11 @@ def test_a_red_flag_is_referred_on_its_event_or_already_was() -> None:
     urgent = Referral(urgency="urgent", reason="red flags: fever_or_unwell")
     run = make_run([change(0), change(10, "referred", "refer", referral=urgent, caused_by=first)])
     run.truth.red_flag_events += [first, second]
-    run.flag_arrivals[second] = at(12)
+    run.arrived_at[second] = at(12)
     assert facts(run).red_flags_referred == (True, True)
     run = make_run([change(0)])
     run.truth.red_flag_events.append(missed)
-    run.flag_arrivals[missed] = at(12)
+    run.arrived_at[missed] = at(12)
     assert facts(run).red_flags_referred == (False,)
 
 
@@ -308,3 +311,107 @@ def test_a_what_if_prints_the_targets_and_writes_nothing(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
     changed = simulate(12, 5, weeks=2, rule_sets=[load_rules("2", ["tolerance=0"])])
     assert list(changed.facts) == ["what-if"]
+
+
+class Watched(Life):
+    """A life that notes the moment of each read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.moments: list[datetime] = []
+
+    def read(self, at: datetime) -> PrescriptionChanged | None:
+        self.moments.append(at)
+        return super().read(at)
+
+
+class Tally:
+    """A feed that keeps what it is given and, at each read, how much it had been given."""
+
+    def __init__(self, inner: EngineFeed) -> None:
+        self.inner = inner
+        self.delivered: list[Arrival] = []
+        self.seen_at_reads: list[int] = []
+
+    def deliver(self, arrivals: Sequence[Arrival]) -> list[PrescriptionChanged]:
+        self.delivered += arrivals
+        return self.inner.deliver(arrivals)
+
+    def latest(self) -> PrescriptionChanged | None:
+        self.seen_at_reads.append(len(self.delivered))
+        return self.inner.latest()
+
+
+def test_a_read_comes_after_everything_that_arrived_by_then_and_nothing_later() -> None:
+    """At each read the feed holds exactly the arrivals up to the read's moment."""
+    persona = personas(3, SEED, archetypes={"late_sync": 1.0})[1]
+    rules = builtin(versions()[-1])
+    feed = Tally(EngineFeed(persona.user_id, rules))
+    life = Watched(persona, SEED, 3, feed, rules.rules_version, keep=True)
+    for day in range(life.days):
+        life.live(day)
+    run = life.finish()
+    assert run.arrivals == feed.delivered
+    assert run.reads == len(life.moments) == len(feed.seen_at_reads) > 10
+    for moment, seen in zip(life.moments, feed.seen_at_reads, strict=True):
+        assert all(a.at <= moment for a in feed.delivered[:seen])
+        assert all(a.at > moment for a in feed.delivered[seen:])
+
+
+def test_the_shared_day_loop_gives_what_run_patient_gives() -> None:
+    """A life against an engine feed, lived by hand, records the run run_patient records."""
+    persona = personas(2, SEED)[1]
+    rules = builtin(versions()[-1])
+    life = Life(persona, SEED, 4, EngineFeed(persona.user_id, rules), rules.rules_version)
+    for day in range(life.days):
+        life.live(day)
+    by_hand = life.finish()
+    alone = run_patient(persona, SEED, 4, rules)
+    assert by_hand.changes == alone.changes
+    assert (by_hand.events, by_hand.late, by_hand.reads, by_hand.scores) == (
+        alone.events,
+        alone.late,
+        alone.reads,
+        alone.scores,
+    )
+
+
+def _pain(hour: int, arrived: int, context: str = "morning") -> Arrival:
+    event = PainLogged.model_validate(
+        {
+            "event_id": uuid4(),
+            "user_id": "u",
+            "occurred_at": at(1, hour),
+            "score": 4,
+            "context": context,
+        }
+    )
+    return Arrival(at(1, arrived), event)
+
+
+def test_noting_arrivals_counts_late_ones_and_keeps_baseline_and_morning_scores() -> None:
+    """An event older than one already arrived is late; scores keep their program day."""
+    run = make_run([])
+    run.note([_pain(9, 10), _pain(7, 11), _pain(12, 12, "during_exercise")])
+    assert (run.events, run.late) == (3, 1)
+    assert run.scores == [(1, 4), (1, 4)]
+
+
+def test_a_recorded_change_is_emitted_at_its_cause_arrival() -> None:
+    """record() dates each change by when the event that caused it reached the server."""
+    run = make_run([])
+    cause = _pain(9, 15)
+    run.note([cause])
+    rx = change(1, caused_by=cause.event.event_id).change
+    run.record([rx])
+    assert run.changes == [Emitted(at(1, 15), rx)]
+
+
+def test_target_rows_give_name_wanted_and_one_cell_per_rule_set() -> None:
+    """Each row is a target's name, its threshold, then what each rule set measured."""
+    measured = {
+        "1": [Target("a", 0.5, 0.9, at_least=True, percent=True)],
+        "2": [Target("a", 0.95, 0.9, at_least=True, percent=True)],
+    }
+    assert report.target_rows(measured) == [["a", "≥ 90%", "50% not met", "95% met"]]
+    assert report.target_rows(measured, "**not met**")[0][2] == "50% **not met**"

@@ -30,7 +30,7 @@ BEARER_SCHEME = {
 def _apps() -> Iterator[tuple[str, FastAPI]]:
     from services.channels.app import create_app as channels  # noqa: PLC0415
     from services.logging_svc.app import create_app as ingest  # noqa: PLC0415
-    from services.prescriber.app import create_app as clinic  # noqa: PLC0415
+    from services.prescriber.bootstrap import create_app as clinic  # noqa: PLC0415
 
     settings = Settings(secret=SECRET, redis_url="redis://127.0.0.1:1/0")  # never connected
     yield "ingest", ingest(settings, store=MemoryStore())

@@ -25,13 +25,13 @@ from services.prescriber.processing.processor import Processor
 from shared import codec
 from shared.dead_letters import dead_letter, reason
 from shared.events import Input, PrescriptionChanged
-from shared.keys import Keys
+from shared.keys import PRESCRIBER_GROUP, Keys
 from shared.store import VersionGapError
 from shared.streams import text
 
 log = structlog.get_logger(__name__)
 
-GROUP = "prescriber"
+GROUP = PRESCRIBER_GROUP
 Entry = tuple[bytes, Mapping[Any, Any]]
 
 
