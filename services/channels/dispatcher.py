@@ -116,6 +116,11 @@ class Dispatcher:
         self._endpoints: dict[str, asyncio.Semaphore] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def in_flight(self) -> int:
+        """Attempts started and not finished yet."""
+        return len(self._inflight)
+
     # -- in: the rx feed -----------------------------------------------------
 
     async def enqueue(self, entries: Sequence[Entry]) -> int:

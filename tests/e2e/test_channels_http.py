@@ -24,8 +24,11 @@ import orjson
 import pytest
 from redis import Redis as SyncRedis
 
+from services.channels.dispatcher import GROUP
+from services.channels.queues import DUE
 from services.cli.stack import wait_ready
 from shared.auth import issue
+from shared.keys import Keys
 from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
 from tests.integration.events_factory import make_change, make_started
@@ -48,6 +51,7 @@ class Channels:
 
     def __init__(self, redis_url: str, **env: str) -> None:
         self.port = free_port()
+        self.redis_url = redis_url
         self.env = {
             **os.environ,
             "BACKTRACK_REDIS_URL": redis_url,
@@ -186,8 +190,26 @@ def test_subscription_lifecycle_over_http(channels: Channels, store: Any, receiv
         == 204
     )
     store.change("p-1", 2)
-    time.sleep(0.6)
+    _settled(channels.redis_url)
     assert len(hook.received) == 1
+
+
+def _settled(redis_url: str, within: float = 15) -> None:
+    """Wait until the channels process can deliver nothing more: every rx feed entry read and
+    acknowledged by its webhook group, and no delivery queued or leased (the due set empty)."""
+    client = SyncRedis.from_url(redis_url)
+    deadline = time.monotonic() + within
+    while True:
+        busy = client.zcard(DUE)
+        for feed in Keys(PARTITIONS).rxfeeds():
+            for group in client.xinfo_groups(feed):
+                if group["name"] == GROUP.encode():
+                    busy = busy or group["lag"] or group["pending"]
+        if not busy:
+            client.close()
+            return
+        assert time.monotonic() < deadline, "the channels did not settle"
+        time.sleep(0.05)
 
 
 def test_subscription_scopes(channels: Channels, store: Any) -> None:

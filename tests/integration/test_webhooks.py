@@ -19,7 +19,7 @@ import structlog
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
-from services.channels.dispatcher import Dispatcher, log_key
+from services.channels.dispatcher import GROUP, Dispatcher, log_key
 from services.channels.feed import ensure_groups, subscribe_webhook_channel
 from services.channels.options import ChannelSettings
 from services.channels.queues import DUE, Queues
@@ -117,6 +117,23 @@ async def _until(check: Callable[[], Any], within: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _quiet(redis: Redis, dispatcher: Dispatcher, within: float = 10.0) -> None:
+    """Wait until nothing more can be delivered: every rx feed entry read and acknowledged
+    by the webhook group, no delivery due, none in flight."""
+    deadline = time.monotonic() + within
+    while True:
+        busy = dispatcher.in_flight or await redis.zcard(DUE)
+        for feed in Keys(16).rxfeeds():
+            for group in await redis.xinfo_groups(feed):
+                if group["name"] == GROUP.encode():
+                    busy = busy or group["lag"] or group["pending"]
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the channel did not settle")
+        await asyncio.sleep(0.02)
+
+
 async def _log(redis: Redis, sub_id: str, count: int) -> list[Any]:
     for _ in range(200):
         entries: list[Any] = await redis.xrange(log_key(sub_id))
@@ -141,7 +158,7 @@ async def test_each_change_is_delivered_once_signed_and_in_version_order(
     for change in changes:
         await redis_store.append_change(change)
     await _until(lambda: len(hook.delivered()) >= 9)
-    await asyncio.sleep(0.3)
+    await _quiet(redis, channel)
     got = hook.delivered()
     assert len(got) == 9
     assert all(r.verified for r in got)
@@ -220,7 +237,7 @@ async def test_410_disables_the_subscription(
     assert sub.status == "disabled"
     assert _attempts(channel, "gone") == 1
     await redis_store.append_change(make_change(3))
-    await asyncio.sleep(0.5)
+    await _quiet(redis, channel)
     assert len(hook.received) == 1
     assert await redis.zcard(DUE) == 0
 
@@ -304,7 +321,7 @@ async def test_enqueueing_twice_queues_once(
     await _until(lambda: len(hook.delivered()) == 1)
     entries = await redis.xrange(Keys(16).rxfeed_of("u-1"))
     assert await channel.enqueue(entries) == 0
-    await asyncio.sleep(0.3)
+    await _quiet(redis, channel)
     assert len(hook.received) == 1
 
 
