@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -23,8 +21,8 @@ from shared import cohort
 from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
-from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
+from tests.fault.prescribers import start_prescriber
 
 pytestmark = pytest.mark.fault
 
@@ -33,21 +31,14 @@ TAKEOVER_LIMIT = 10.0
 
 
 def _start(url: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BACKTRACK_REDIS_URL": url,
-        "BACKTRACK_PARTITIONS": str(PARTITIONS),
-        "BACKTRACK_CLINIC_PORT": str(free_port()),
-        "BACKTRACK_CLAIM_IDLE_MS": "500",
-        "BACKTRACK_SNAPSHOT_EVERY": "7",
-        "BACKTRACK_LEASE_MS": "1500",
-        "BACKTRACK_LEASE_RENEW_MS": "300",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.prescriber"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return start_prescriber(
+        url,
+        PARTITIONS,
+        ready=False,
+        claim_idle_ms="500",
+        snapshot_every="7",
+        lease_ms="1500",
+        lease_renew_ms="300",
     )
 
 

@@ -10,10 +10,8 @@ feed that webhooks are sent from.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +19,12 @@ from typing import Any
 import pytest
 import redis
 
-from services.cli.stack import wait_ready
 from services.prescriber.feeds.consumer import GROUP
 from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
-from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
+from tests.fault.prescribers import start_prescriber
 from tests.unit.engine.factories import answered, at, daily_baselines, make_pain, make_start
 
 pytestmark = pytest.mark.fault
@@ -37,23 +34,7 @@ TTL = 2
 
 
 def _start(url: str) -> subprocess.Popen[bytes]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "BACKTRACK_REDIS_URL": url,
-        "BACKTRACK_PARTITIONS": str(PARTITIONS),
-        "BACKTRACK_CLINIC_PORT": str(port),
-        "BACKTRACK_DEDUPE_TTL_SECONDS": str(TTL),
-        "BACKTRACK_SNAPSHOT_EVERY": "10",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.prescriber"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_ready(f"http://127.0.0.1:{port}", process, timeout=60)
-    return process
+    return start_prescriber(url, PARTITIONS, dedupe_ttl_seconds=str(TTL), snapshot_every="10")
 
 
 def _changes(client: redis.Redis, keys: Keys, user: str) -> list[PrescriptionChanged]:

@@ -7,10 +7,8 @@ once proves the version check of the append script, not the window.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -19,15 +17,14 @@ from typing import Any
 import pytest
 import redis
 
-from services.cli.stack import wait_ready
 from services.prescriber import engine
 from services.prescriber.feeds.consumer import GROUP
 from shared import cohort
 from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
-from shared.redis_server import free_port
 from shared.redis_store import RedisStore, connect
+from tests.fault.prescribers import start_prescriber
 
 pytestmark = pytest.mark.fault
 
@@ -36,27 +33,11 @@ KILLS = 20
 
 
 def _start(url: str) -> subprocess.Popen[bytes]:
-    """A prescriber, returned once it serves: a kill should land mid-work, not mid-import."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "BACKTRACK_REDIS_URL": url,
-        "BACKTRACK_PARTITIONS": str(PARTITIONS),
-        "BACKTRACK_CLINIC_PORT": str(port),
-        "BACKTRACK_CLAIM_IDLE_MS": "500",
-        "BACKTRACK_SNAPSHOT_EVERY": "7",
-        # shorter than the storm: a change decided again must be refused by its
-        # version, not by a dedupe key still waiting to expire
-        "BACKTRACK_DEDUPE_TTL_SECONDS": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.prescriber"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # a one-second dedupe window, shorter than the storm: a change decided again must be
+    # refused by its version, not by a dedupe key still waiting to expire
+    return start_prescriber(
+        url, PARTITIONS, claim_idle_ms="500", snapshot_every="7", dedupe_ttl_seconds="1"
     )
-    wait_ready(f"http://127.0.0.1:{port}", process, timeout=60)
-    return process
 
 
 def _write(url: str, events: list[Input], done: threading.Event) -> None:
