@@ -36,6 +36,7 @@ from shared.auth import Principal
 from shared.events import ClinicId, UserId
 from shared.http_auth import PrincipalDep, authorize_read
 from shared.store import EventStore
+from shared.streams import START
 
 router = APIRouter(prefix="/v1")
 
@@ -182,7 +183,7 @@ async def stream(
 ) -> StreamingResponse:
     """Server-Sent Events of the user's PrescriptionChanged, resumable with Last-Event-ID."""
     await authorize_read(user_id, principal, store)
-    after = last_event_id.strip() if last_event_id else "0-0"
+    after = last_event_id.strip() if last_event_id else START
     if not LAST_ID.fullmatch(after):
         raise HTTPException(400, "Last-Event-ID must be a stream id like 1700000000000-0")
     settings = _options(request)

@@ -40,9 +40,11 @@ from services.channels.subscriptions import (
 )
 from services.channels.webhooks import Attempt, post
 from shared import codec, tasks
+from shared.dead_letters import dead_letter
 from shared.events import PrescriptionChanged
 from shared.keys import DLQ
 from shared.redis_store import RedisStore
+from shared.streams import text
 
 log = structlog.get_logger("backtrack.channel.webhook")
 
@@ -64,10 +66,6 @@ def backoff(schedule: Sequence[float], failed: int, jitter: float, rand: float) 
     if failed > len(schedule):
         return None
     return schedule[failed - 1] * (1 + jitter * (2 * rand - 1))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _now_ms() -> int:
@@ -128,14 +126,14 @@ class Dispatcher:
         subs = [s for s in (await self.subs.refresh()).values() if s.status == "active"]
         queued, clinics = 0, dict[str, str | None]()
         for entry_id, fields in entries:
-            user = _text(fields.get(b"user_id", fields.get("user_id", "")))
+            user = text(fields.get(b"user_id", fields.get("user_id", "")))
             data = fields.get(b"data", fields.get("data"))
-            event_id = _text(fields.get(b"event_id", fields.get("event_id", "")))
+            event_id = text(fields.get(b"event_id", fields.get("event_id", "")))
             if not subs or not user or data is None:
                 continue
             if user not in clinics:
                 clinics[user] = await self.store.clinic_of(user)
-            fed = stream_ms(_text(entry_id))
+            fed = stream_ms(text(entry_id))
             item = data if isinstance(data, bytes) else data.encode()
             for sub in subs:
                 if sub.matches(user, clinics[user], fed):
@@ -269,20 +267,23 @@ class Dispatcher:
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Park a change that could not be delivered (same shape as the feed's dead letters)."""
         change = delivery.change
-        record: dict[Any, Any] = {
-            "stream": delivery.queue,
-            "entry_id": str(change.event_id),
-            "group": GROUP,
-            "subscription": delivery.sub.sub_id,
-            "error": error[:2000],
-            "f:type": change.type,
-            "f:event_id": str(change.event_id),
-            "f:user_id": change.user_id,
-            "f:data": delivery.item,
+        original = {
+            "type": change.type,
+            "event_id": str(change.event_id),
+            "user_id": change.user_id,
+            "data": delivery.item,
         }
+        record = dead_letter(
+            delivery.queue,
+            str(change.event_id),
+            GROUP,
+            error,
+            original,
+            subscription=delivery.sub.sub_id,
+        )
         await self.redis.xadd(DLQ, record)
         log.warning(
-            "webhook_dead_lettered", sub_id=delivery.sub.sub_id, event_id=record["entry_id"]
+            "webhook_dead_lettered", sub_id=delivery.sub.sub_id, event_id=str(change.event_id)
         )
 
     # -- the loop ---------------------------------------------------------------

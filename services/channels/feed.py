@@ -13,28 +13,22 @@ from typing import Any
 import structlog
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
-from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from services.channels.dispatcher import GROUP, Dispatcher
 from shared.broker import raw_entries
 from shared.keys import Keys
+from shared.streams import START
+from shared.streams import ensure_groups as ensure_rx_groups
 
 log = structlog.get_logger("backtrack.channel.webhook")
 
 
 async def ensure_groups(redis: Redis, keys: Keys) -> None:
-    """Create the group on every rx feed from its start (FastStream would use ``$``).
-
-    Changes fed before a subscription existed never match it, so starting
-    from 0 only catches up what this channel has not seen yet.
-    """
-    for stream in keys.rxfeeds():
-        try:
-            await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except rx.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    """The webhook group on every rx feed, from its start: changes fed before a
+    subscription existed never match it, so starting from 0 only catches up what this
+    channel has not seen yet."""
+    await ensure_rx_groups(redis, keys.rxfeeds(), GROUP)
 
 
 def subscribe_webhook_channel(
@@ -76,7 +70,7 @@ async def sweep_pending(
     total = 0
     for stream in keys.rxfeeds():
         _, entries, _ = await redis.xautoclaim(
-            stream, GROUP, consumer, min_idle_ms, "0-0", count=200
+            stream, GROUP, consumer, min_idle_ms, START, count=200
         )
         if entries:
             await dispatcher.enqueue(entries)

@@ -12,9 +12,9 @@ and the head is attempted again. Every key the scripts touch carries the
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.asyncio import Redis
+
+from shared.streams import text
 
 TAG = "bt:{wh}"
 DUE = f"{TAG}:due"
@@ -80,10 +80,6 @@ def sub_of(queue: str) -> str:
     return queue.removeprefix(f"{TAG}:q:").split(":", 1)[0]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Queues:
     """The Redis side of delivery: every write is one atomic script."""
 
@@ -105,7 +101,7 @@ class Queues:
         """Due heads as (queue, item, attempt number), each leased until ``now + lease``."""
         flat = await self._claim(keys=[DUE, TRIES], args=[now_ms, now_ms + lease_ms, limit])
         return [
-            (_text(flat[i]), bytes(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)
+            (text(flat[i]), bytes(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)
         ]
 
     async def finish(self, queue: str, item: bytes, now_ms: int) -> None:

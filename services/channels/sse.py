@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import Request
 from redis.asyncio import Redis
 
+from shared.streams import text
+
 LAST_ID = re.compile(r"\d{1,20}-\d{1,20}")
 #: Well below the pool's 2 s socket timeout (shared.redis_store.connect).
 MAX_BLOCK_SECONDS = 1.0
@@ -38,10 +40,6 @@ class SseStreams:
         self.open = max(0, self.open - 1)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def frame(position: str, data: bytes) -> bytes:
     """One SSE event: the change JSON (a single line) under its stream id."""
     return b"id: " + position.encode() + b"\nevent: PrescriptionChanged\ndata: " + data + b"\n\n"
@@ -58,7 +56,7 @@ async def events(
         reply: Any = await redis.xread({key: last}, count=100, block=block_ms)
         for _, entries in reply or ():
             for position, fields in entries:
-                last = _text(position)
+                last = text(position)
                 yield frame(last, bytes(fields.get(b"data", b"{}")))
                 quiet_since = time.monotonic()
         if time.monotonic() - quiet_since >= heartbeat:

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from redis.asyncio import Redis
 
 from shared.events import ClinicId, UserId
+from shared.streams import START, text
 
 SUBS = "bt:subs"
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -134,30 +135,26 @@ def replay(
     return state
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class SubscriptionLog:
     """Appends subscription events to ``bt:subs`` and keeps a folded read model."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._subs: Subscriptions = {}
-        self._last = "0-0"
+        self._last = START
 
     async def append(self, event: SubEvent) -> str:
         """Store one event; returns its position."""
         data = event.__pydantic_serializer__.to_json(event)
         fields: dict[Any, Any] = {"type": event.type, "sub_id": event.sub_id, "data": data}
-        return _text(await self.redis.xadd(SUBS, fields))
+        return text(await self.redis.xadd(SUBS, fields))
 
     async def refresh(self) -> Subscriptions:
         """Fold whatever was appended since the last call (one XRANGE) and return all."""
         entries: Any = await self.redis.xrange(SUBS, f"({self._last}", "+")
         decoded = [
             (
-                _text(pos),
+                text(pos),
                 _adapter.validate_python(orjson.loads(fields.get(b"data", fields.get("data")))),
             )
             for pos, fields in entries
