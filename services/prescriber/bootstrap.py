@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from services.channels.api import router as channels_router
 from services.prescriber import engine
-from services.prescriber.clinic_api import router as clinic_router
 from services.prescriber.entrypoints import probes
+from services.prescriber.entrypoints.clinic_api import router as clinic_router
 from services.prescriber.entrypoints.log_channel import LOG_GROUP, subscribe_log_channel
 from services.prescriber.feeds.consumer import GROUP, FeedConsumer
 from services.prescriber.feeds.leases import Leases

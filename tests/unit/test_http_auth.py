@@ -49,7 +49,7 @@ def test_every_api_checks_tokens_with_the_one_shared_dependency() -> None:
     """Every ingest, clinic and channels route that takes a token takes it from http_auth.bearer."""
     from services.channels.api import router as channels  # noqa: PLC0415
     from services.logging_svc.app import router as ingest  # noqa: PLC0415
-    from services.prescriber.clinic_api import router as clinic  # noqa: PLC0415
+    from services.prescriber.entrypoints.clinic_api import router as clinic  # noqa: PLC0415
 
     apps = dict(_apps())
     routes = [*apps["ingest"].routes, *ingest.routes, *clinic.routes, *channels.routes]
