@@ -147,7 +147,7 @@ class VirtualPatient:
             self.body.settle()
             return
         body = self.body
-        if mode == "restart":  # examined and cleared: the program goes on where it was
+        if mode == "cleared":  # examined and cleared: the program goes on where it was
             self.phone.clinic_review(self._local(day, self._between(9, 12)), "clear_red_flags")
         resting = body.resting(day)
         self.truth.daily.append((day, resting, body.capacity(day)))
@@ -233,7 +233,7 @@ class VirtualPatient:
             return "waiting"
         if cleared is None or day < flagged + cleared:
             return "away"
-        return "restart" if day == flagged + cleared else "normal"
+        return "cleared" if day == flagged + cleared else "normal"
 
     def _morning_score(self, day: int, resting: float | None = None) -> int:
         rng = self.rng
