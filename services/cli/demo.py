@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from services.cli.report import write_report
@@ -39,6 +38,7 @@ from services.clinical.cohort import SEED
 from services.clinical.driver import Run
 from services.clinical.facts import facts
 from services.clinical.metrics import Target, targets
+from services.clinical.progress import progress_bar
 from services.clinical.remote import Server, caught_up, live_cohort
 from services.clinical.report import target_rows
 from shared.auth import issue
@@ -118,13 +118,7 @@ async def _known(store: EventStore, people: Sequence[Persona]) -> bool:
 
 
 async def _live(server: Server, people: list[Persona], seed: int, weeks: int) -> list[Run]:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("simulated days", total=None)
 
         def day_done(day: int, days: int, posted: int) -> None:

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from services.clinical import plots, report
 from services.clinical.cohort import PATIENTS, SEED, Outcome, simulate, versions
 from services.clinical.metrics import targets
+from services.clinical.progress import progress_bar
 from services.prescriber.engine import RuleSet
 from services.replay.rulesets import load_rules
 
@@ -45,13 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rule_sets = [load_rules(args.rules[0] if args.rules else "2", args.set)]
     names = [r if isinstance(r, str) else r.rules_version for r in rule_sets]
     started = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(
             f"virtual patients x rule sets {', '.join(names)}",
             total=args.patients * len(rule_sets),
