@@ -7,7 +7,8 @@
 --   dedupe key     bt:{pNN}:seen:<event_id>
 --   history stream bt:{pNN}:user:<user_id>   (or bt:{pNN}:rx:<user_id>)
 --   feed stream    bt:{pNN}:feed             (or bt:{pNN}:rxfeed)
---   clinic key     bt:{pNN}:clinic:<user_id> (written only if the item names a clinic)
+--   clinic key     bt:{pNN}:clinic:<user_id> (set only if the item names a clinic and
+--                  no clinic holds the user: never a transfer, see shared/enrolments.py)
 -- ARGV[1] dedupe TTL in seconds; then per item: n (the number of field and
 --   value arguments, even), those n arguments, the clinic id or "", and the
 --   version the item must take or "" (see below).
@@ -150,7 +151,7 @@ for i = 1, items do
     end
     local clinic = ARGV[first + n + 1]
     if clinic ~= '' then
-      redis.call('SET', clinic_key, clinic)
+      redis.call('SET', clinic_key, clinic, 'NX')
     end
     reply = {'accepted', position}
   end

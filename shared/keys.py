@@ -14,7 +14,10 @@ least two digits)::
     bt:{pNN}:rxfeed            partition feed of PrescriptionChanged for channels
     bt:{pNN}:snap:<user_id>    snapshot hash (data, position, rules_version, state_version)
     bt:{pNN}:seen:<event_id>   dedupe key (value: the stored position), with a TTL
-    bt:{pNN}:clinic:<user_id>  the clinic of the user's latest RehabStarted naming one
+    bt:{pNN}:clinic:<user_id>  the clinic the user is enrolled with (set by an enrolment, or
+                               by an operator's RehabStarted naming a clinic when none is)
+    bt:{pNN}:enrolments        every enrolment, transfer and unenrolment of the partition's
+                               users (who, when); never trimmed
     bt:{pNN}:rx:<version>:<user_id>    a versioned copy of the rx stream (a rebuild's
     bt:{pNN}:snap:<version>:<user_id>  staged or retired read model; ``<version>`` is
                                        ``staged:<rebuild_id>`` or ``retired:<rebuild_id>``)
@@ -103,6 +106,10 @@ class Keys:
 
     def clinic(self, user_id: str) -> str:
         return f"{self._base(user_id)}:clinic:{user_id}"
+
+    def enrolments(self, user_id: str) -> str:
+        """The enrolment record stream of the user's partition (in the user's slot)."""
+        return f"{self._base(user_id)}:enrolments"
 
     def feeds(self) -> list[str]:
         """Every partition feed, partition 0 first."""

@@ -1,7 +1,7 @@
 """The event store on Redis Streams (``EventStore`` in ``shared.store``).
 
 Every append is done by ``append.lua`` (dedupe check, history XADD, feed
-XADD, dedupe key, clinic key), atomic on the server: no dual writes from
+XADD, dedupe key, clinic key if none is set), atomic on the server: no dual writes from
 Python, and every key it touches shares the partition's hash tag (Redis
 Cluster safe). A batch goes as one script call per partition (each event
 still atomic on its own), pipelined: a few commands instead of one per event.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from hashlib import sha1
 from importlib.resources import files
 from typing import Any, NamedTuple, cast
@@ -28,9 +29,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from shared.codec import DecodeError, from_fields, to_fields
+from shared.enrolments import RedisEnrolments
 from shared.events import Input, PrescriptionChanged, RehabStarted
 from shared.keys import Keys
-from shared.store import Appended, Snapshot, StoreUnavailable, VersionGapError
+from shared.store import Appended, Enrolment, Snapshot, StoreUnavailable, VersionGapError
 from shared.streams import START, is_start, text
 
 APPEND_LUA = files("shared").joinpath("append.lua").read_text(encoding="utf-8")
@@ -217,13 +219,16 @@ class RedisStore:
         self.redis = redis
         self.keys = Keys(partitions)
         self.dedupe_ttl = dedupe_ttl
+        self._enrolments = RedisEnrolments(redis, self.keys)
 
     # -- writes -----------------------------------------------------------
 
-    def _event_item(self, event: Input) -> Item:
+    def _event_item(self, event: Input, enrols: bool = True) -> Item:
         k, user, event_id = self.keys, event.user_id, str(event.event_id)
         keys = [k.seen(user, event_id), k.history(user), k.feed_of(user), k.clinic(user)]
-        clinic = event.clinic_id if isinstance(event, RehabStarted) and event.clinic_id else ""
+        clinic = ""
+        if enrols and isinstance(event, RehabStarted) and event.clinic_id:
+            clinic = event.clinic_id
         return Item(event_id, k.partition(user), keys, _flat(to_fields(event)), clinic)
 
     def _change_item(self, change: PrescriptionChanged) -> Item:
@@ -296,12 +301,16 @@ class RedisStore:
             todo = missing
         raise rx.NoScriptError("append script could not be loaded")
 
-    async def append(self, event: Input) -> Appended:
-        """Store one event atomically (dedupe, history, partition feed, clinic)."""
-        [appended] = await self._append_items([self._event_item(event)])
+    async def append(self, event: Input, *, enrols: bool = True) -> Appended:
+        """Store one event atomically (dedupe, history, partition feed, clinic if none).
+
+        ``enrols``: whether a RehabStarted naming a clinic enrols its user with
+        it when no clinic holds them (``EventStore.append``).
+        """
+        [appended] = await self._append_items([self._event_item(event, enrols)])
         return appended
 
-    async def append_many(self, events: Sequence[Input]) -> list[Appended]:
+    async def append_many(self, events: Sequence[Input], *, enrols: bool = True) -> list[Appended]:
         """Store many events in one round trip, each atomically, results in order.
 
         The batch as a whole is not atomic: if Redis goes away mid-batch some
@@ -311,7 +320,7 @@ class RedisStore:
         """
         if not events:
             return []
-        return await self._append_items([self._event_item(e) for e in events])
+        return await self._append_items([self._event_item(e, enrols) for e in events])
 
     async def append_change(self, change: PrescriptionChanged) -> Appended:
         """Store a PrescriptionChanged on rx + rxfeed once per version, forever.
@@ -384,10 +393,25 @@ class RedisStore:
         return _as_change(entries[0][1]) if entries else None
 
     async def clinic_of(self, user_id: str) -> str | None:
-        """The clinic of the user's latest RehabStarted that named one."""
+        """The clinic the user is enrolled with now, or None."""
         with _guard():
             value = await self.redis.get(self.keys.clinic(user_id))
         return None if value is None else text(value)
+
+    async def enrol(self, user_id: str, clinic_id: str, by: str) -> Enrolment:
+        """Set the user's clinic and record it (``shared.enrolments``), atomically."""
+        with _guard():
+            return await self._enrolments.enrol(user_id, clinic_id, by, datetime.now(UTC))
+
+    async def unenrol(self, user_id: str, clinic_id: str | None, by: str) -> Enrolment | None:
+        """Delete the user's clinic if ``clinic_id`` (None: any) holds them, and record it."""
+        with _guard():
+            return await self._enrolments.unenrol(user_id, clinic_id, by, datetime.now(UTC))
+
+    async def enrolments(self, user_id: str) -> list[Enrolment]:
+        """The user's enrolment records, oldest first."""
+        with _guard():
+            return await self._enrolments.of(user_id)
 
     async def load_snapshot(self, user_id: str) -> Snapshot | None:
         """The user's snapshot, or None. Staleness is the reader's call."""

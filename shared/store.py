@@ -11,6 +11,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from shared.events import Input, PrescriptionChanged, RehabStarted
@@ -51,15 +52,38 @@ class Snapshot:
     state_version: int
 
 
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """One change of the clinic that holds a user, as the enrolment record keeps it.
+
+    ``clinic_id`` is the clinic after the change (None: unenrolled), ``previous``
+    the one before (None: no clinic; another clinic: a transfer); ``by`` is who
+    made it (``clinic:<id>`` or ``operator``), ``at`` when; ``position`` is the
+    record's id in the enrolment stream.
+    """
+
+    user_id: str
+    clinic_id: str | None
+    previous: str | None
+    by: str
+    at: datetime
+    position: str
+
+
 class EventStore(Protocol):
     """Append-only, per-user event histories with idempotent appends."""
 
-    async def append(self, event: Input) -> Appended:
-        """Store one event atomically (dedupe, history, partition feed)."""
+    async def append(self, event: Input, *, enrols: bool = True) -> Appended:
+        """Store one event atomically (dedupe, history, partition feed).
+
+        With ``enrols``, a RehabStarted naming a clinic enrols its user with that
+        clinic if no clinic holds them (never a transfer: transfers are
+        ``enrol``-ments); operators' writes do, devices' do not.
+        """
         ...
 
-    async def append_many(self, events: Sequence[Input]) -> list[Appended]:
-        """Store many events, each atomically, results in input order."""
+    async def append_many(self, events: Sequence[Input], *, enrols: bool = True) -> list[Appended]:
+        """Store many events, each atomically, results in input order (``enrols`` as append)."""
         ...
 
     async def history(
@@ -100,7 +124,21 @@ class EventStore(Protocol):
     async def latest_prescription(self, user_id: str) -> PrescriptionChanged | None: ...
 
     async def clinic_of(self, user_id: str) -> str | None:
-        """The clinic of the user's latest RehabStarted that named one."""
+        """The clinic the user is enrolled with now, or None."""
+        ...
+
+    async def enrol(self, user_id: str, clinic_id: str, by: str) -> Enrolment:
+        """Enrol the user with ``clinic_id`` (a transfer if another clinic held them) and
+        record it, in one atomic step. Re-enrolling with the same clinic is recorded too."""
+        ...
+
+    async def unenrol(self, user_id: str, clinic_id: str | None, by: str) -> Enrolment | None:
+        """End the user's enrolment if ``clinic_id`` holds them (None: whichever clinic does)
+        and record it, in one atomic step; None, with nothing written, if it did not."""
+        ...
+
+    async def enrolments(self, user_id: str) -> list[Enrolment]:
+        """Every recorded enrolment change of the user, oldest first."""
         ...
 
     async def load_snapshot(self, user_id: str) -> Snapshot | None: ...
@@ -129,6 +167,7 @@ class MemoryStore:
         self._history: dict[str, list[tuple[str, Input]]] = {}
         self._rx: dict[str, list[tuple[str, PrescriptionChanged]]] = {}
         self._clinic: dict[str, str] = {}
+        self._enrolments: list[Enrolment] = []
         self._snapshots: dict[str, Snapshot] = {}
         self.feeds: dict[int, list[tuple[str, str, Input]]] = {}
         self.rxfeeds: dict[int, list[tuple[str, str, PrescriptionChanged]]] = {}
@@ -146,7 +185,7 @@ class MemoryStore:
         key = (self._partition(user_id), event_id)
         return key, self._seen.get(key)
 
-    def _append_now(self, event: Input) -> Appended:
+    def _append_now(self, event: Input, enrols: bool) -> Appended:
         event_id = str(event.event_id)
         key, stored = self._dedupe(event.user_id, event_id)
         if stored is not None:
@@ -156,15 +195,15 @@ class MemoryStore:
         feed = self.feeds.setdefault(key[0], [])
         feed.append((self._next_position(), position, event))
         self._seen[key] = position
-        if isinstance(event, RehabStarted) and event.clinic_id:
-            self._clinic[event.user_id] = event.clinic_id
+        if enrols and isinstance(event, RehabStarted) and event.clinic_id:
+            self._clinic.setdefault(event.user_id, event.clinic_id)
         return Appended(event_id, "accepted", position)
 
-    async def append(self, event: Input) -> Appended:
-        return self._append_now(event)
+    async def append(self, event: Input, *, enrols: bool = True) -> Appended:
+        return self._append_now(event, enrols)
 
-    async def append_many(self, events: Sequence[Input]) -> list[Appended]:
-        return [self._append_now(event) for event in events]
+    async def append_many(self, events: Sequence[Input], *, enrols: bool = True) -> list[Appended]:
+        return [self._append_now(event, enrols) for event in events]
 
     async def history(
         self, user_id: str, after: str = START, count: int | None = None
@@ -208,6 +247,29 @@ class MemoryStore:
 
     async def clinic_of(self, user_id: str) -> str | None:
         return self._clinic.get(user_id)
+
+    def _record(
+        self, user_id: str, clinic_id: str | None, previous: str | None, by: str
+    ) -> Enrolment:
+        at, position = datetime.now(UTC), self._next_position()
+        record = Enrolment(user_id, clinic_id, previous, by, at, position)
+        self._enrolments.append(record)
+        return record
+
+    async def enrol(self, user_id: str, clinic_id: str, by: str) -> Enrolment:
+        previous = self._clinic.get(user_id)
+        self._clinic[user_id] = clinic_id
+        return self._record(user_id, clinic_id, previous, by)
+
+    async def unenrol(self, user_id: str, clinic_id: str | None, by: str) -> Enrolment | None:
+        current = self._clinic.get(user_id)
+        if current is None or clinic_id not in (None, current):
+            return None
+        del self._clinic[user_id]
+        return self._record(user_id, None, current, by)
+
+    async def enrolments(self, user_id: str) -> list[Enrolment]:
+        return [e for e in self._enrolments if e.user_id == user_id]
 
     async def load_snapshot(self, user_id: str) -> Snapshot | None:
         return self._snapshots.get(user_id)

@@ -6,7 +6,10 @@ prescriber's clinic API. Uses ``app.state.store``, ``.redis`` and ``.settings``.
 Scopes: a clinic token manages its own clinic's subscriptions and may name
 only users enrolled with it; an operator names the clinic in ``clinic_id``;
 device tokens cannot subscribe. Another clinic's subscription answers 404, as
-an unknown id does. The SSE stream has the scopes of the reads.
+an unknown id does. The SSE stream has the scopes of the reads, checked when
+it opens and again before every event and every ``sse_recheck`` seconds: the
+token (expiry) and the user's clinic as it is now (a transfer ends the old
+clinic's stream).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +27,7 @@ from redis.asyncio import Redis
 
 from services.channels.dispatcher import log_key
 from services.channels.options import ChannelSettings, channel_settings
-from services.channels.sse import LAST_ID, SseStreams, events
+from services.channels.sse import LAST_ID, Access, SseStreams, events
 from services.channels.subscriptions import (
     Subscription,
     SubscriptionCreated,
@@ -34,11 +38,12 @@ from services.channels.url_safety import UnsafeUrl, check_url
 from services.channels.webhooks import new_secret
 from shared.auth import Principal
 from shared.events import ClinicId, UserId
-from shared.http_auth import PrincipalDep, authorize_read
-from shared.store import EventStore
+from shared.http_auth import PrincipalDep, authenticate, authorize_read, verifier
+from shared.store import EventStore, StoreUnavailable
 from shared.streams import START
 
 router = APIRouter(prefix="/v1")
+log = structlog.get_logger("backtrack.channel.sse")
 
 
 class SubscriptionRequest(BaseModel):
@@ -191,11 +196,17 @@ async def stream(
     if not streams.admit():
         raise HTTPException(503, "too many open streams", {"Retry-After": "5"})
     key = request.app.state.store.keys.rx(user_id)
+    access = _access(request, user_id, store)
 
     async def body() -> AsyncIterator[bytes]:
+        redis, heartbeat, recheck = (
+            request.app.state.redis,
+            settings.sse_heartbeat,
+            settings.sse_recheck,
+        )
         try:
             async for chunk in events(
-                request, request.app.state.redis, key, after, settings.sse_heartbeat
+                request, redis, key, after, heartbeat, access=access, recheck=recheck
             ):
                 yield chunk
         finally:
@@ -203,6 +214,26 @@ async def stream(
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _access(request: Request, user_id: str, store: EventStore) -> Access:
+    """Whether the stream's token may still read ``user_id``: checked afresh each time."""
+    authorization = request.headers.get("authorization")
+
+    async def refusal() -> str | None:
+        try:
+            principal = authenticate(verifier(request.app.state.settings.secret), authorization)
+            await authorize_read(user_id, principal, store)
+        except HTTPException as exc:
+            reason = str(exc.detail)
+        except StoreUnavailable:
+            reason = "event store unavailable; reconnect"
+        else:
+            return None
+        log.info("sse_closed", user_id=user_id, reason=reason)
+        return reason
+
+    return refusal
 
 
 def _streams(request: Request, settings: ChannelSettings) -> SseStreams:

@@ -10,6 +10,13 @@ next backoff step (with jitter) and, after the last, dead-lettered on
 ``bt:dlq``. Every attempt is one entry in ``bt:wh:log:<sub_id>``. A queued
 change is decoded once per attempt, by the codec; the body posted is the
 queued bytes as they are (what the signature covers).
+
+Access is checked at every attempt, not only when a change is queued
+(invariant 9): right before posting, the patient must still be enrolled with
+the subscription's clinic. If not (a transfer, an unenrolment), nothing is
+sent: the change leaves the queue and the log gets a ``dropped`` entry with
+the reason. Every subscription belongs to one clinic (an operator creates it
+for a named clinic), so this holds for operators' subscriptions too.
 """
 
 from __future__ import annotations
@@ -44,12 +51,15 @@ from shared.dead_letters import dead_letter
 from shared.events import PrescriptionChanged
 from shared.keys import DLQ
 from shared.redis_store import RedisStore
+from shared.store import StoreUnavailable
 from shared.streams import text
 
 log = structlog.get_logger("backtrack.channel.webhook")
 
 GROUP = "channel-webhook"
 LOG_MAXLEN = 10_000
+#: the delivery log's reason for a change dropped unsent
+NOT_ENROLLED = "the patient is no longer enrolled with the subscription's clinic"
 Entry = tuple[Any, Mapping[Any, Any]]
 
 
@@ -122,7 +132,9 @@ class Dispatcher:
     # -- in: the rx feed -----------------------------------------------------
 
     async def enqueue(self, entries: Sequence[Entry]) -> int:
-        """Queue each change for every matching subscription; returns how many queued."""
+        """Queue each change for every matching subscription; returns how many queued.
+
+        Matching uses the user's clinic now; every attempt checks it again."""
         subs = [s for s in (await self.subs.refresh()).values() if s.status == "active"]
         queued, clinics = 0, dict[str, str | None]()
         for entry_id, fields in entries:
@@ -189,13 +201,48 @@ class Dispatcher:
                 await self.queues.release(queue, _now_ms())
                 return
             try:
-                result = await self._attempt(delivery)
+                # checked after the wait for the endpoint, just before anything is sent
+                allowed = await self._still_enrolled(delivery)
+                result = await self._attempt(delivery) if allowed else None
             finally:
                 gate.release()
+            if result is None:
+                await self._drop(delivery, NOT_ENROLLED)
+                return
             await self._record(delivery, result)
             await self._settle(delivery, result)
-        except RedisError as exc:  # the lease runs out and the head is attempted again
+        except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
             log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+
+    async def _still_enrolled(self, delivery: Delivery) -> bool:
+        """Whether the change's patient is enrolled with the subscription's clinic now."""
+        return await self.store.clinic_of(delivery.change.user_id) == delivery.sub.clinic_id
+
+    async def _drop(self, delivery: Delivery, reason: str) -> None:
+        """Send nothing: log the change as ``dropped`` and take it off the queue."""
+        change, sub_id = delivery.change, delivery.sub.sub_id
+        entry: dict[Any, Any] = {
+            "event_id": str(change.event_id),
+            "user_id": change.user_id,
+            "version": str(change.version),
+            "attempt": delivery.attempt,
+            "at": datetime.now(UTC).isoformat(),
+            "status": "dropped",
+            "latency_ms": 0,
+            "error": "",
+            "reason": reason,
+        }
+        await self.redis.xadd(log_key(sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
+        await self.queues.finish(delivery.queue, delivery.item, _now_ms())
+        self._wake.set()  # the user's next change is due now, to be dropped in turn
+        self.metrics.dropped.inc()
+        log.info(
+            "webhook_dropped",
+            sub_id=sub_id,
+            event_id=entry["event_id"],
+            attempt=delivery.attempt,
+            reason=reason,
+        )
 
     async def _attempt(self, delivery: Delivery) -> Attempt:
         sub = delivery.sub

@@ -14,7 +14,8 @@ OUTCOMES = ("delivered", "retry", "gone", "dead")
 
 
 class WebhookMetrics:
-    """Delivery attempts by outcome and how long endpoints took to answer."""
+    """Delivery attempts by outcome, how long endpoints took to answer, and changes
+    dropped unsent (the subscription's clinic no longer holds the patient)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -26,6 +27,11 @@ class WebhookMetrics:
         )
         for outcome in OUTCOMES:  # every series exists from the start, at 0
             self.attempts.labels(outcome)
+        self.dropped = Counter(
+            "backtrack_webhook_dropped",
+            "Queued webhooks dropped unsent: the patient left the subscription's clinic.",
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "backtrack_webhook_latency_seconds",
             "Time from sending a webhook to its answer (or the timeout).",

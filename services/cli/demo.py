@@ -6,7 +6,8 @@ what they are prescribed. They live their weeks day by day, time-compressed:
 what reaches the server each day is posted through the ingest API (an
 operator token, batched across patients), the demo waits for the prescriber,
 and whenever a patient's app reads its prescription it asks the clinic API
-with that patient's own device token (``services.clinical.remote``).
+with that patient's own device token, the one its clinic's enrolment returned
+at the start (``services.clinical.remote``).
 
 At the end the demo prints the targets ``make clinical`` measures, for the rule
 set the stack decided with, the summary tables, and writes an HTML report.

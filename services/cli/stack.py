@@ -7,6 +7,7 @@ services (they drain in-flight work), then Redis, which fsyncs its AOF.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -143,5 +144,15 @@ def _settings_env(settings: Settings) -> dict[str, str]:
         "environment",
         "webhook_allow_private",
         "claim_idle_ms",
+        "webhook_backoff",
+        "webhook_timeout",
+        "webhook_lease",
+        "sse_heartbeat",
+        "sse_recheck",
     )
-    return {f"BACKTRACK_{name.upper()}": str(getattr(settings, name)) for name in fields}
+    return {f"BACKTRACK_{name.upper()}": _env_value(getattr(settings, name)) for name in fields}
+
+
+def _env_value(value: object) -> str:
+    """A setting as its environment variable spells it (lists as JSON)."""
+    return json.dumps(list(value)) if isinstance(value, tuple) else str(value)

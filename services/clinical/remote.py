@@ -1,7 +1,9 @@
 """A running stack in the engine's place: virtual patients over HTTP, a day at a time.
 
-Each patient lives its days through the same ``Life`` as in ``make clinical``;
-only the feed differs. ``HttpFeed.deliver`` leaves what reached the server on
+First each patient's clinic enrols them through the clinic API, and the
+patient's app keeps the device token the enrolment returns. Then each patient
+lives its days through the same ``Life`` as in ``make clinical``; only the
+feed differs. ``HttpFeed.deliver`` leaves what reached the server on
 the ``Desk``; ``HttpFeed.latest`` waits there for the day's next round. A round
 starts once every patient is either waiting for a read or done with the day:
 what reached the server is posted through the ingest API (batched across
@@ -46,9 +48,10 @@ class Server:
     """The running stack as the cohort reaches it.
 
     ``ingest`` carries a token that may post every patient's events; ``clinic``
-    needs no token of its own (each read carries the patient's device token)
-    and should keep ``concurrency`` connections alive; ``caught_up`` returns
-    once the prescriber has processed everything posted so far.
+    needs no token of its own (an enrolment carries the clinic's token, minted
+    with ``secret``; each read the patient's device token) and should keep
+    ``concurrency`` connections alive; ``caught_up`` returns once the
+    prescriber has processed everything posted so far.
     """
 
     ingest: httpx.AsyncClient
@@ -75,15 +78,37 @@ class HttpFeed:
         return self.desk.read(self.user_id)
 
 
+Headers = dict[str, str]
+
+
+async def enrol(server: Server, people: Sequence[Persona]) -> dict[str, Headers]:
+    """Each patient's clinic enrols them (``POST /v1/enrolments``); the device token each
+    enrolment returns, as the headers of that patient's app."""
+    limit = asyncio.Semaphore(server.concurrency)
+    clinics = {
+        clinic: {"Authorization": f"Bearer {issue('clinic', clinic, server.secret)}"}
+        for clinic in {p.clinic_id for p in people}
+    }
+
+    async def one(person: Persona) -> Headers:
+        body = {"user_id": person.user_id}
+        async with limit:
+            reply = await server.clinic.post(
+                "/v1/enrolments", json=body, headers=clinics[person.clinic_id]
+            )
+        reply.raise_for_status()
+        return {"Authorization": f"Bearer {reply.json()['device_token']}"}
+
+    tokens = await asyncio.gather(*(one(p) for p in people))
+    return {p.user_id: token for p, token in zip(people, tokens, strict=True)}
+
+
 class Rounds:
     """Posts, waits for the prescriber, and reads with each patient's device token."""
 
-    def __init__(self, server: Server, people: Sequence[Persona]) -> None:
+    def __init__(self, server: Server, auth: dict[str, Headers]) -> None:
         self.server = server
-        self.auth = {
-            p.user_id: {"Authorization": f"Bearer {issue('device', p.user_id, server.secret)}"}
-            for p in people
-        }
+        self.auth = auth
         self.limit = asyncio.Semaphore(server.concurrency)
         self.posted = 0
 
@@ -146,7 +171,7 @@ async def live_cohort(
     The runs' changes are what the stack emitted, in version order; a run's
     ``rules_version`` is the one its changes carry.
     """
-    desk, rounds = Desk(), Rounds(server, people)
+    desk, rounds = Desk(), Rounds(server, await enrol(server, people))
     lives = [Life(p, seed, weeks, HttpFeed(desk, p.user_id), "") for p in people]
     days = lives[0].days if lives else 0
     with ThreadPoolExecutor(max(len(lives), 1), thread_name_prefix="patient") as pool:

@@ -12,8 +12,10 @@ Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
 event; any failure of the store is a 503 with ``Retry-After`` (appends are
 idempotent by ``event_id``, so retrying is always safe), never a 500.
 Invariant 9: ``writers`` says who may write what (devices their own user,
-clinics their users, each role only its event types). The store is asked for
-a user's clinic only for clinic tokens, so a device write stays one round trip.
+clinics their users, each role only its event types; a device's RehabStarted
+names no clinic or the one that enrolled it). The store is asked for a user's
+clinic only when ``writers.needs_clinic`` says so, so a device's pain log stays
+one round trip. Only operators' writes may enrol a user (``enrols``).
 """
 
 from __future__ import annotations
@@ -96,10 +98,13 @@ def _unavailable(ingest: Ingest, exc: Exception, count: int) -> HTTPException:
     )
 
 
-async def _append(ingest: Ingest, events: Sequence[Input]) -> list[Appended]:
+async def _append(
+    ingest: Ingest, events: Sequence[Input], principal: auth.Principal
+) -> list[Appended]:
     assert ingest.store is not None, "the lifespan sets the store"
     try:
-        return await ingest.store.append_many(events)
+        # a device names only the clinic that enrolled it: its writes never enrol
+        return await ingest.store.append_many(events, enrols=principal.role == "operator")
     except Exception as exc:
         raise _unavailable(ingest, exc, len(events)) from None
 
@@ -148,7 +153,7 @@ async def post_event(request: Request, principal: PrincipalDep) -> Response:
     except Forbidden as exc:
         ingest.metrics.count("rejected")
         raise HTTPException(403, str(exc)) from None
-    (appended,) = await _append(ingest, [event])
+    (appended,) = await _append(ingest, [event], principal)
     ingest.metrics.count_appended([appended])
     # the id that the prescriber's and the channels' lines name as caused_by
     log_fields.update(_tally([appended]), event_id=appended.event_id)
@@ -187,7 +192,7 @@ async def post_batch(request: Request, principal: PrincipalDep) -> Response:
         raise HTTPException(422, exc.detail) from None
     log_fields["count"] = len(items)
     valid, errors = await _check_items(items, principal, ingest)
-    appended = await _append(ingest, [event for _, event in valid]) if valid else []
+    appended = await _append(ingest, [e for _, e in valid], principal) if valid else []
     ingest.metrics.count_appended(appended)
     ingest.metrics.count("rejected", len(errors))
     out: dict[int, dict[str, Any]] = {i: {"index": i, "error": e} for i, e in errors.items()}

@@ -1,4 +1,5 @@
-"""Composition root of the prescriber: feed readers, reclaimer, log channel, clinic API.
+"""Composition root of the prescriber: feed readers, reclaimer, log channel, clinic API
+(reads, enrolments, and the channels' subscriptions and SSE).
 
 ``create_app(settings)`` wires everything once; nothing connects at import
 time. The FastAPI lifespan runs the partition ownership (leases plus one
@@ -23,6 +24,7 @@ from services.channels.api import router as channels_router
 from services.prescriber import engine
 from services.prescriber.entrypoints import probes
 from services.prescriber.entrypoints.clinic_api import router as clinic_router
+from services.prescriber.entrypoints.enrolments import router as enrolment_router
 from services.prescriber.entrypoints.log_channel import LOG_GROUP, subscribe_log_channel
 from services.prescriber.feeds.consumer import GROUP, FeedConsumer
 from services.prescriber.feeds.leases import Leases
@@ -101,6 +103,7 @@ def create_app(settings: Settings, rules: engine.RuleSet = engine.DEFAULT_RULES)
     app.state.registry = CollectorRegistry()
     app.add_middleware(CanonicalLog, logger="backtrack.clinic")
     app.include_router(clinic_router)
+    app.include_router(enrolment_router)
     app.include_router(channels_router)
     app.include_router(probes.router)
     return app

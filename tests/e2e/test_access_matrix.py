@@ -4,6 +4,7 @@ The target is always user OWN, enrolled with clinic-own. "device other" is a
 device token of another user; "clinic other" a token of another clinic. The
 ingest's endpoints appear once per kind of event that tells writers apart:
 a pain log (devices), a clinician's review (clinics) and an outcome (both).
+After each call to an enrolment endpoint clinic-own enrols OWN again.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ ENDPOINTS = {
     "get-subscriptions": ("clinic", "GET", "/v1/subscriptions"),
     "delete-subscription": ("clinic", "DELETE", "/v1/subscriptions/{sub_id}"),
     "get-deliveries": ("clinic", "GET", "/v1/subscriptions/{sub_id}/deliveries"),
+    "post-enrolment": ("clinic", "POST", "/v1/enrolments"),
+    "delete-enrolment": ("clinic", "DELETE", "/v1/enrolments/{user_id}"),
 }
 #: A public address literal (no DNS); port 9 discards, and the subscriptions are deleted.
 HOOK = "http://93.184.215.14:9/hook"
@@ -112,6 +115,18 @@ EXPECTED: dict[tuple[str, str], int | str] = {
     ("get-deliveries", "clinic-own"): 200,
     ("get-deliveries", "clinic-other"): 404,
     ("get-deliveries", "operator"): 200,
+    # Only clinics enrol; any clinic may take a patient on (another clinic: a transfer).
+    ("post-enrolment", "device-own"): 403,
+    ("post-enrolment", "device-other"): 403,
+    ("post-enrolment", "clinic-own"): 201,
+    ("post-enrolment", "clinic-other"): 201,
+    ("post-enrolment", "operator"): 403,
+    # The enrolling clinic or an operator ends an enrolment; to another clinic it is 403.
+    ("delete-enrolment", "device-own"): 403,
+    ("delete-enrolment", "device-other"): 403,
+    ("delete-enrolment", "clinic-own"): 204,
+    ("delete-enrolment", "clinic-other"): 403,
+    ("delete-enrolment", "operator"): 204,
 }
 #: Whatever the role and endpoint, a token that does not verify is 401.
 BAD_TOKENS = ("missing", "expired", "forged", "wrong-secret", "malformed")
@@ -189,15 +204,26 @@ def _call(stack: Stack, endpoint: str, headers: dict[str, str], user: str = OWN)
         "post-batch-review": {"events": [review]},
         "post-outcome": _event(user, "OutcomeRecorded", instrument="odi", score=40),
         "post-subscription": {"url": HOOK, "user_ids": [user], "clinic_id": "clinic-own"},
+        "post-enrolment": {"user_id": user},
     }.get(endpoint)
     try:
         reply = _status(method, url, headers, body)
     finally:
         if sub_id is not None:
             _unsubscribe(stack, sub_id)
-    if reply.status_code == 201:
+        if endpoint.endswith("-enrolment"):
+            _enrol(stack, user, "clinic-own")
+    if reply.status_code == 201 and endpoint == "post-subscription":
         _unsubscribe(stack, reply.json()["id"])
     return reply
+
+
+def _enrol(stack: Stack, user: str, clinic: str) -> None:
+    """The clinic enrols the user (again), through the API."""
+    headers = {"Authorization": f"Bearer {issue('clinic', clinic, SECRET)}"}
+    url = f"{stack.clinic_url}/v1/enrolments"
+    reply = httpx.post(url, json={"user_id": user}, headers=headers, timeout=10)
+    assert reply.status_code == 201, reply.text
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +267,10 @@ def test_access(enrolled: Stack, endpoint: str, role: str, kind: str) -> None:
         assert reply.json()["user_id"] == OWN
     if endpoint == "post-subscription" and expected == 201:
         assert set(reply.json()) == {"id", "secret"}
+    if endpoint == "post-enrolment" and expected == 201:
+        answer = reply.json()
+        assert set(answer) == {"user_id", "clinic_id", "device_token"}
+        assert (answer["user_id"], answer["clinic_id"]) == (OWN, ROLES[role][1])
     if expected == 403:
         assert "Authorization" not in reply.text
 

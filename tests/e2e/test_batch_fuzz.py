@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,8 +48,13 @@ valid_items = st.builds(
     st.sampled_from(["RehabStarted", "PainLogged", "SessionCompleted", "OutcomeRecorded"]),
     st.integers(0, 60 * 24 * 365),
 )
-#: Valid events that a device may not write.
+#: Valid events that a device may not write: reviews, and intakes naming a clinic that
+#: did not enrol its user.
 reviews = st.builds(_valid, st.uuids(), st.just("ClinicianReviewed"), st.integers(0, 60 * 24))
+foreign = st.builds(
+    lambda item: item | {"clinic_id": "clinic-g"},
+    st.builds(_valid, st.uuids(), st.just("RehabStarted"), st.integers(0, 60 * 24)),
+)
 #: One field made hostile: (key, value) pairs that the contract refuses.
 BREAKAGES = [
     ("score", 11),
@@ -88,17 +94,27 @@ def batches(draw: st.DrawFn) -> list[tuple[Any, bool]]:
         elif choice <= 1:
             items.append((draw(valid_items), True))
         elif choice == 2:
-            items.append((draw(broken_items | reviews), False))
+            items.append((draw(broken_items | reviews | foreign), False))
         else:
             items.append((draw(non_objects), False))
     return items
 
 
+@pytest.fixture(scope="module")
+def token(stack: Stack) -> dict[str, str]:
+    """The device token of USER, whom clinic-f enrolled (its intakes may name clinic-f)."""
+    clinic = {"Authorization": f"Bearer {issue('clinic', 'clinic-f', SECRET)}"}
+    reply = httpx.post(f"{stack.clinic_url}/v1/enrolments", json={"user_id": USER}, headers=clinic)
+    assert reply.status_code == 201, reply.text
+    return {"Authorization": f"Bearer {reply.json()['device_token']}"}
+
+
 @FUZZ
 @given(batch=batches())
-def test_generated_batches_answer_each_item_in_order(stack: Stack, batch: list[Any]) -> None:
+def test_generated_batches_answer_each_item_in_order(
+    stack: Stack, token: dict[str, str], batch: list[Any]
+) -> None:
     """Every batch is 202, one result per item: valid ones stored or duplicate, others errors."""
-    token = {"Authorization": f"Bearer {issue('device', USER, SECRET)}"}
     body = json.dumps({"events": [item for item, _ in batch]}).encode()
     reply = httpx.post(
         f"{stack.ingest_url}/v1/events/batch", content=body, headers=token, timeout=15

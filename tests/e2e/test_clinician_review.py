@@ -1,6 +1,7 @@
 """A clinician acts over HTTP, and the prescriber answers: clear_red_flags keeps the levels.
 
-A device posts two weeks of a patient's history (backdated, in one batch): a
+A clinic enrols a patient, whose device (with the token the enrolment
+returned) posts two weeks of history (backdated, in one batch): a
 week of GREEN sessions steps every exercise up to level 2, then a red flag
 refers them. The clinic that enrolled them posts ``clear_red_flags``; the next
 prescription the clinic API serves is back in build at level 2, not 1.
@@ -69,7 +70,12 @@ def _latest(stack: Stack, headers: dict[str, str], done: Any, patience: float = 
 
 def test_clear_red_flags_brings_the_patient_back_at_their_levels(stack: Stack) -> None:
     """After a clinic's clear_red_flags the served prescription is build at level 2 again."""
-    device, clinic = _auth("device", USER), _auth("clinic", CLINIC)
+    clinic = _auth("clinic", CLINIC)
+    enrolled = httpx.post(
+        f"{stack.clinic_url}/v1/enrolments", json={"user_id": USER}, headers=clinic
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    device = {"Authorization": f"Bearer {enrolled.json()['device_token']}"}
     reply = httpx.post(
         f"{stack.ingest_url}/v1/events/batch", json={"events": _history()}, headers=device
     )

@@ -17,7 +17,7 @@ from shared.redis_server import free_port
 from shared.redis_store import node_url
 from shared.settings import Settings
 from tests.e2e.conftest import SECRET
-from tests.e2e.test_pipeline import _auth, _pain, _started, _wait_for
+from tests.e2e.test_pipeline import _auth, _enrolled, _pain, _started, _wait_for
 
 PARTITIONS = 16
 USERS = [f"cl-{i}" for i in range(12)]
@@ -59,7 +59,7 @@ def test_users_on_every_node_get_prescriptions(cluster_stack: Stack, cluster: Re
         reply = httpx.post(
             f"{cluster_stack.ingest_url}/v1/events/batch",
             json={"events": events},
-            headers=_auth("device", user),
+            headers=_enrolled(cluster_stack, user),
         )
         assert reply.status_code == 202
         assert [r["status"] for r in reply.json()["results"]] == ["accepted"] * 2
@@ -88,7 +88,7 @@ def test_duplicates_are_stored_once_on_the_cluster(
 ) -> None:
     """Events posted twice are stored once in the user's history and emit no extra change."""
     user = "cl-dup"
-    device = _auth("device", user)
+    device = _enrolled(cluster_stack, user)
     events = [_started(user), *(_pain(user, 24 * d, 8) for d in range(1, 4))]
     url = f"{cluster_stack.ingest_url}/v1/events/batch"
     first = httpx.post(url, json={"events": events}, headers=device).json()["results"]

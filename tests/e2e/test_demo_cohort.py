@@ -77,9 +77,15 @@ def _user(path: str) -> str:
 
 
 def test_every_read_is_the_patients_own_with_its_device_token(lived: Lived) -> None:
-    """Each clinic API request carries a device token for the user it reads, one per read."""
-    assert lived.clinic
-    for method, path, auth in lived.clinic:
+    """Each patient's clinic enrols them first; every read after carries a device token
+    for the user it reads, one per read."""
+    enrolments = lived.clinic[: len(PEOPLE)]
+    clinics = {p.user_id: p.clinic_id for p in PEOPLE}
+    assert {(m, p) for m, p, _ in enrolments} == {("POST", "/v1/enrolments")}
+    enrollers = [verify(auth.removeprefix("Bearer "), SECRET) for _, _, auth in enrolments]
+    assert {(e.role, e.subject) for e in enrollers} == {("clinic", c) for c in clinics.values()}
+    assert lived.clinic[len(PEOPLE) :]
+    for method, path, auth in lived.clinic[len(PEOPLE) :]:
         principal = verify(auth.removeprefix("Bearer "), SECRET)
         assert (method, principal.role, principal.subject) == ("GET", "device", _user(path))
     reads = Counter(_user(p) for _, p, _ in lived.clinic if p.endswith("/prescription"))

@@ -218,7 +218,7 @@ class _DownStore(MemoryStore):
         super().__init__()
         self.error = error
 
-    async def append_many(self, events: Any) -> Any:
+    async def append_many(self, events: Any, *, enrols: bool = True) -> Any:
         raise self.error
 
 

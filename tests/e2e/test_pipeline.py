@@ -20,6 +20,14 @@ def _auth(role: str, subject: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue(role, subject, SECRET)}"}  # type: ignore[arg-type]
 
 
+def _enrolled(stack: Stack, user: str, clinic: str = "clinic-a") -> dict[str, str]:
+    """The clinic enrols the user; the device token it gets back, as headers for the app."""
+    url = f"{stack.clinic_url}/v1/enrolments"
+    reply = httpx.post(url, json={"user_id": user}, headers=_auth("clinic", clinic), timeout=10)
+    assert reply.status_code == 201, reply.text
+    return {"Authorization": f"Bearer {reply.json()['device_token']}"}
+
+
 def _started(user: str, clinic: str = "clinic-a", **extra: Any) -> dict[str, Any]:
     return {
         "event_id": str(uuid.uuid4()),
@@ -58,7 +66,7 @@ def _wait_for(url: str, headers: dict[str, str], check: Any, timeout: float = 15
 
 def test_event_in_prescription_out_within_bound(stack: Stack) -> None:
     """A RehabStarted posted to ingest yields a visible first prescription within seconds."""
-    device = _auth("device", "e2e-1")
+    device = _enrolled(stack, "e2e-1")
     reply = httpx.post(f"{stack.ingest_url}/v1/events", json=_started("e2e-1"), headers=device)
     assert reply.status_code == 202
     assert reply.json()["status"] == "accepted"
@@ -100,7 +108,7 @@ def test_duplicates_are_stored_once_and_change_nothing(stack: Stack) -> None:
     """Events posted twice give exactly the changes of the same events posted once."""
     once, twice = "e2e-2a", "e2e-2b"
     for user, times in ((once, 1), (twice, 2)):
-        device = _auth("device", user)
+        device = _enrolled(stack, user)
         events = _course(user)
         for _ in range(times):
             reply = httpx.post(
@@ -123,7 +131,7 @@ def test_duplicates_are_stored_once_and_change_nothing(stack: Stack) -> None:
 
 def test_red_flag_refers_through_the_whole_pipeline(stack: Stack) -> None:
     """A red flag logged later moves the patient to refer, visible to their clinic."""
-    device = _auth("device", "e2e-3")
+    device = _enrolled(stack, "e2e-3")
     httpx.post(f"{stack.ingest_url}/v1/events", json=_started("e2e-3"), headers=device)
     flag = _pain("e2e-3", 30, 6, red_flags=["saddle_numbness"])
     assert httpx.post(f"{stack.ingest_url}/v1/events", json=flag, headers=device).status_code == 202
@@ -137,7 +145,7 @@ def test_red_flag_refers_through_the_whole_pipeline(stack: Stack) -> None:
 
 def test_clinic_reads_are_scoped(stack: Stack) -> None:
     """Another clinic and another user's device get 403; no token 401; unknown user 404."""
-    device = _auth("device", "e2e-4")
+    device = _enrolled(stack, "e2e-4", "clinic-b")
     httpx.post(
         f"{stack.ingest_url}/v1/events", json=_started("e2e-4", clinic="clinic-b"), headers=device
     )
@@ -170,7 +178,7 @@ def test_readiness_and_metrics(stack: Stack) -> None:
     assert httpx.get(f"{stack.ingest_url}/readyz").status_code == 200
     assert httpx.get(f"{stack.clinic_url}/readyz").status_code == 200
     httpx.post(
-        f"{stack.ingest_url}/v1/events", json=_started("e2e-6"), headers=_auth("device", "e2e-6")
+        f"{stack.ingest_url}/v1/events", json=_started("e2e-6"), headers=_enrolled(stack, "e2e-6")
     )
     metrics = httpx.get(f"{stack.ingest_url}/metrics").text
     assert "accepted" in metrics

@@ -65,6 +65,7 @@ def test_every_key_of_a_user_shares_one_slot(partitions: int) -> None:
             keys.feed_of(user),
             keys.seen(user, "6f1d2f0e-4c1b-4e59-9a53-0d3c5b0e2a11"),
             keys.clinic(user),
+            keys.enrolments(user),
             keys.rx(user),
             keys.rxfeed_of(user),
             keys.snapshot(user),
@@ -85,6 +86,7 @@ def test_key_names_follow_the_layout() -> None:
     assert keys.snapshot("u-1") == f"bt:{tag}:snap:u-1"
     assert keys.seen("u-1", "e") == f"bt:{tag}:seen:e"
     assert keys.clinic("u-1") == f"bt:{tag}:clinic:u-1"
+    assert keys.enrolments("u-1") == f"bt:{tag}:enrolments"
     assert keys.dlq == "bt:dlq"
     assert hash_tag(3, 16) == "{p03}"
     assert hash_tag(3, 101) == "{p003}"
@@ -268,6 +270,30 @@ async def test_append_survives_a_script_flush(redis_store: RedisStore, redis: Re
     await redis.script_flush()
     results = await redis_store.append_many([make_pain(), make_pain()])
     assert [r.status for r in results] == ["accepted", "accepted"]
+
+
+async def test_a_wrong_type_enrolment_stream_leaves_the_clinic_unchanged(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """If the enrolment record cannot be written, the user's clinic does not change either."""
+    keys = redis_store.keys
+    await redis_store.enrol("u-1", "clinic-a", "clinic:clinic-a")
+    await redis.delete(keys.enrolments("u-1"))
+    await redis.set(keys.enrolments("u-1"), "not a stream")
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        await redis_store.enrol("u-1", "clinic-b", "clinic:clinic-b")
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        await redis_store.unenrol("u-1", None, "operator")
+    assert await redis_store.clinic_of("u-1") == "clinic-a"
+
+
+async def test_the_enrolment_stream_is_never_trimmed(redis_store: RedisStore, redis: Redis) -> None:
+    """Every enrolment of a partition stays on its stream, with who and when."""
+    for i in range(300):
+        await redis_store.enrol("u-1", f"clinic-{i % 3}", "operator")
+    info = await redis.xinfo_stream(redis_store.keys.enrolments("u-1"))
+    assert info["length"] == info["entries-added"] == 300
+    assert len(await redis_store.enrolments("u-1")) == 300
 
 
 @pytest.mark.fault

@@ -164,24 +164,68 @@ class StoreContract:
         assert await store.latest_prescription("u-1") == changes[-1]
         assert await store.history("u-1") == []
 
-    async def test_clinic_follows_latest_rehab_started_naming_one(self, store: EventStore) -> None:
-        """clinic_of is the clinic_id of the latest RehabStarted that named a clinic."""
+    async def test_an_intake_enrols_only_a_user_nobody_holds(self, store: EventStore) -> None:
+        """A RehabStarted naming a clinic enrols a user no clinic holds, and never moves one."""
         assert await store.clinic_of("u-1") is None
         await store.append(make_started(clinic_id="clinic-a"))
         assert await store.clinic_of("u-1") == "clinic-a"
         await store.append_many([make_pain(), make_started(clinic_id=None)])
         assert await store.clinic_of("u-1") == "clinic-a"
         await store.append(make_started(clinic_id="clinic-b"))
-        assert await store.clinic_of("u-1") == "clinic-b"
+        await store.append_many([make_started(clinic_id="clinic-b")])
+        assert await store.clinic_of("u-1") == "clinic-a"
         assert await store.clinic_of("u-2") is None
+
+    async def test_an_intake_that_may_not_enrol_leaves_the_clinic(self, store: EventStore) -> None:
+        """With enrols=False (a device's write) a RehabStarted naming a clinic enrols nobody."""
+        await store.append(make_started(clinic_id="clinic-a"), enrols=False)
+        await store.append_many([make_started(clinic_id="clinic-a")], enrols=False)
+        assert await store.clinic_of("u-1") is None
+        assert len(await store.history("u-1")) == 2
 
     async def test_duplicate_does_not_change_the_clinic(self, store: EventStore) -> None:
         """A duplicate RehabStarted is not applied again, clinic included."""
         first = make_started(clinic_id="clinic-a")
         await store.append(first)
-        await store.append(make_started(clinic_id="clinic-b"))
-        await store.append(first)
+        await store.unenrol("u-1", None, "operator")
+        assert (await store.append(first)).status == "duplicate"
+        assert await store.clinic_of("u-1") is None
+
+    async def test_enrolments_transfer_and_end_with_a_record_each(self, store: EventStore) -> None:
+        """enrol sets the clinic (moving the user from another), unenrol ends it only for the
+        clinic that holds the user (or any, for None); each change is recorded, nothing else."""
+        first = await store.enrol("u-1", "clinic-a", "clinic:clinic-a")
+        assert (first.user_id, first.clinic_id, first.previous) == ("u-1", "clinic-a", None)
+        moved = await store.enrol("u-1", "clinic-b", "clinic:clinic-b")
+        assert (moved.clinic_id, moved.previous, moved.by) == (
+            "clinic-b",
+            "clinic-a",
+            "clinic:clinic-b",
+        )
         assert await store.clinic_of("u-1") == "clinic-b"
+        assert await store.unenrol("u-1", "clinic-a", "clinic:clinic-a") is None
+        assert await store.clinic_of("u-1") == "clinic-b"
+        ended = await store.unenrol("u-1", "clinic-b", "clinic:clinic-b")
+        assert ended is not None
+        assert (ended.clinic_id, ended.previous) == (None, "clinic-b")
+        assert await store.clinic_of("u-1") is None
+        assert await store.unenrol("u-1", None, "operator") is None
+        again = await store.enrol("u-1", "clinic-c", "clinic:clinic-c")
+        assert await store.unenrol("u-1", None, "operator") is not None
+        records = await store.enrolments("u-1")
+        assert records[:4] == [first, moved, ended, again]
+        assert [(r.clinic_id, r.by) for r in records[4:]] == [(None, "operator")]
+        assert first.at <= moved.at <= ended.at
+        positions = [tuple(int(x) for x in r.position.split("-")) for r in records]
+        assert positions == sorted(positions)
+        assert await store.enrolments("u-2") == []
+
+    async def test_an_intake_after_an_enrolment_moves_nobody(self, store: EventStore) -> None:
+        """Once a clinic enrolled the user, an intake naming another clinic changes nothing."""
+        await store.enrol("u-1", "clinic-a", "clinic:clinic-a")
+        await store.append(make_started(clinic_id="clinic-b"))
+        assert await store.clinic_of("u-1") == "clinic-a"
+        assert len(await store.enrolments("u-1")) == 1
 
     async def test_snapshot_round_trip(self, store: EventStore) -> None:
         """A saved snapshot loads back equal; saving again replaces it."""

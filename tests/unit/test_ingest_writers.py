@@ -76,12 +76,32 @@ def test_device_events_pass_unchanged() -> None:
         admit(DEVICE, make_pain(user_id="u-2"))
 
 
-def test_only_clinic_tokens_writing_their_types_need_the_users_clinic() -> None:
-    """The store is read for a clinic's review or outcome only, never for devices or operators."""
+def test_only_clinic_writes_and_device_intakes_naming_a_clinic_need_the_users_clinic() -> None:
+    """The store is read for a clinic's review or outcome and for a device's own intake that
+    names a clinic; never for pain logs, intakes naming none, others' users or operators."""
     assert needs_clinic(CLINIC, review())
+    assert needs_clinic(DEVICE, make_started(clinic_id="clinic-a"))
     assert not needs_clinic(CLINIC, make_pain())
     assert not needs_clinic(DEVICE, make_pain())
+    assert not needs_clinic(DEVICE, make_started())
+    assert not needs_clinic(DEVICE, make_started(user_id="u-2", clinic_id="clinic-a"))
     assert not needs_clinic(OPERATOR, review())
+    assert not needs_clinic(OPERATOR, make_started(clinic_id="clinic-a"))
+
+
+@pytest.mark.parametrize("clinic_of_user", ["clinic-b", None])
+def test_a_device_may_not_name_a_clinic_that_did_not_enrol_it(clinic_of_user: str | None) -> None:
+    """A device's intake naming another clinic than its user's (or any, unenrolled) is refused."""
+    with pytest.raises(Forbidden, match="not enrolled with that clinic"):
+        admit(DEVICE, make_started(clinic_id="clinic-a"), clinic_of_user)
+
+
+def test_a_device_may_name_its_enrolling_clinic_or_none() -> None:
+    """The enrolling clinic, or no clinic at all, is admitted unchanged."""
+    named, unnamed = make_started(clinic_id="clinic-a"), make_started()
+    assert admit(DEVICE, named, "clinic-a") is named
+    assert admit(DEVICE, unnamed, None) is unnamed
+    assert admit(OPERATOR, make_started(clinic_id="clinic-z")).clinic_id == "clinic-z"
 
 
 def test_reviewer_is_refused_for_devices() -> None:

@@ -1,8 +1,9 @@
 """Clinic reads: a user's prescriptions, within the caller's token scope.
 
-device: its own user; clinic: users whose latest RehabStarted named that
-clinic; operator: everyone. A user outside the scope is 403, whether or not
-they exist, so tokens cannot probe for patients of other clinics.
+device: its own user; clinic: users enrolled with that clinic now (a
+transfer ends the old clinic's access at once); operator: everyone. A user
+outside the scope is 403, whether or not they exist, so tokens cannot probe
+for patients of other clinics.
 """
 
 from __future__ import annotations
