@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     sse_max_streams: int = Field(default=500, ge=1)
     # an open SSE stream re-checks its token and read scope before every event and at
     # least this often, and closes when either no longer holds
-    sse_recheck: float = Field(default=5.0, gt=0.0, le=60.0)
+    sse_recheck: float = Field(default=2.0, gt=0.0, le=60.0)
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:
