@@ -2,38 +2,93 @@
 
 ``Authorization: Bearer <token>`` becomes the ``auth.Principal`` it speaks
 for, or a 401 whose ``WWW-Authenticate`` challenge says ``Bearer`` when no
-token came and ``Bearer error="invalid_token"`` when a bad one did (RFC 6750).
-Tokens are checked with the app's ``state.settings.secret`` by one
-``auth.Verifier`` per secret, so a token already accepted costs a lookup.
+token came and ``Bearer error="invalid_token"`` when a bad one did (RFC 6750);
+a revoked token is a bad one. Each app checks tokens with one
+``auth.Verifier`` (``verifier``) built from its ``state.settings`` (keys,
+lifetimes), so a token already accepted costs a lookup. ``revocations_watched``,
+run by each service's lifespan, gives that verifier the process's view of
+``bt:revocations``, consulted on every call. While the view is stale a
+request first asks the watcher to catch up at once; if Redis does not answer,
+the token is answered 503 with ``Retry-After`` (fail closed,
+``shared.revocations``).
 Read scopes (invariant 9) are checked here too, on every request.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import HTTPException, Request, Security
+from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
+from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 
 from shared import auth
+from shared.revocation_log import RevocationWatcher
+from shared.revocations import Revocations, RevocationsStale
+from shared.settings import Settings
 from shared.store import EventStore
 
+RETRY_AFTER_SECONDS = 1
 
-@lru_cache(maxsize=8)
-def verifier(secret: str) -> auth.Verifier:
-    """The process's one ``auth.Verifier`` for ``secret`` (shared by every app using it)."""
-    return auth.Verifier(secret)
+
+def build_verifier(settings: Settings, revocations: Revocations | None = None) -> auth.Verifier:
+    """A verifier with the settings' keys and lifetimes, asking ``revocations`` if given."""
+    return auth.Verifier(
+        settings.token_keys(), lifetimes=settings.token_lifetimes(), revocations=revocations
+    )
+
+
+def verifier(connection: HTTPConnection) -> auth.Verifier:
+    """The app's one ``auth.Verifier`` (built on first use when no lifespan installed one)."""
+    state = connection.app.state
+    check: auth.Verifier | None = getattr(state, "verifier", None)
+    if check is None:
+        state.verifier = check = build_verifier(state.settings)
+    return check
 
 
 def authenticate(check: auth.Verifier, authorization: str | None) -> auth.Principal:
-    """The principal of an ``Authorization`` header value, or HTTPException 401."""
+    """The principal of an ``Authorization`` header value, or HTTPException 401 (503: see above).
+
+    Call it again with the same header to re-check a long-lived stream: a
+    revoked token is refused from the moment the process's view knows.
+    """
     try:
         return check(auth.from_header(authorization))
     except auth.InvalidToken as exc:
         challenge = "Bearer" if "missing" in str(exc) else 'Bearer error="invalid_token"'
         raise HTTPException(401, f"unauthorised: {exc}", {"WWW-Authenticate": challenge}) from None
+    except RevocationsStale:
+        raise HTTPException(
+            503,
+            "token revocations cannot be checked now; retry",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+
+
+@asynccontextmanager
+async def revocations_watched(app: FastAPI, redis: Redis) -> AsyncIterator[Revocations]:
+    """While open, the app's verifier refuses tokens revoked in ``bt:revocations`` on ``redis``.
+
+    Waits up to one blocking read (``revocation_block_ms``) for the view to
+    catch up before it yields, so a service that starts with Redis up refuses
+    nothing; with Redis down it starts anyway and answers 503 until it is back.
+    """
+    settings: Settings = app.state.settings
+    view = Revocations(settings.revocation_stale_after)
+    before = getattr(app.state, "verifier", None)
+    watcher = RevocationWatcher(redis, view, settings.revocation_block_ms)
+    app.state.verifier = build_verifier(settings, view)
+    app.state.revocation_watcher = watcher
+    try:
+        async with watcher.running(wait=settings.revocation_block_ms / 1000):
+            yield view
+    finally:
+        app.state.verifier, app.state.revocation_watcher = before, None
 
 
 class BearerAuth(SecurityBase):
@@ -45,8 +100,15 @@ class BearerAuth(SecurityBase):
 
     async def __call__(self, request: Request) -> auth.Principal:
         # async: a sync dependency would cost a thread-pool hop per request
-        check = verifier(request.app.state.settings.secret)
-        return authenticate(check, request.headers.get("authorization"))
+        check, header = verifier(request), request.headers.get("authorization")
+        try:
+            return authenticate(check, header)
+        except HTTPException as exc:
+            watcher = getattr(request.app.state, "revocation_watcher", None)
+            if exc.status_code != 503 or watcher is None:
+                raise
+        await watcher.catch_up()  # the view was stale: read now rather than at the next retry
+        return authenticate(check, header)
 
 
 bearer = BearerAuth("A device, clinic or operator token (backtrack token).")
@@ -65,4 +127,13 @@ async def authorize_read(user_id: str, principal: auth.Principal, store: EventSt
         raise HTTPException(403, "this token may not read that user")
 
 
-__all__ = ["BearerAuth", "PrincipalDep", "authenticate", "authorize_read", "bearer", "verifier"]
+__all__ = [
+    "BearerAuth",
+    "PrincipalDep",
+    "authenticate",
+    "authorize_read",
+    "bearer",
+    "build_verifier",
+    "revocations_watched",
+    "verifier",
+]

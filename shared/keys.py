@@ -23,6 +23,7 @@ least two digits)::
                                        ``staged:<rebuild_id>`` or ``retired:<rebuild_id>``)
     bt:dlq                     dead letters (not partitioned)
     bt:rebuild:<rebuild_id>    a rebuild's progress (operator metadata, not partitioned)
+    bt:revocations             revoked tokens (not partitioned; trimmed, not history)
 
 User ids never contain ``:``, so a versioned key can never be mistaken for a
 user's current one.
@@ -36,6 +37,8 @@ from typing import ClassVar
 
 PREFIX = "bt"
 DLQ = f"{PREFIX}:dlq"
+#: revoked token ids and subjects (shared.revocation_log); every API process watches it
+REVOCATIONS = f"{PREFIX}:revocations"
 #: the consumer group the prescriber reads the partition feeds with (tools read its lag)
 PRESCRIBER_GROUP = "prescriber"
 

@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import DAY, KeyRing, Lifetimes
+
 DEV_SECRET = "dev-only-secret-change-me"  # noqa: S105 - refused outside development
 #: Seconds before each webhook retry: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (about 17.6 h in all).
 DEFAULT_BACKOFF = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
@@ -18,6 +20,19 @@ class Settings(BaseSettings):
     environment: str = "development"
     redis_url: str | None = None
     secret: str = DEV_SECRET
+    # tokens (shared/auth.py): secrets that still verify but no longer sign (a rotation; JSON list)
+    previous_secrets: tuple[str, ...] = ()
+    # default and maximum token lifetimes in seconds, per role; verification enforces the maximum
+    token_ttl_device: int = Field(default=90 * DAY, ge=1)
+    token_max_ttl_device: int = Field(default=180 * DAY, ge=1)
+    token_ttl_clinic: int = Field(default=30 * DAY, ge=1)
+    token_max_ttl_clinic: int = Field(default=90 * DAY, ge=1)
+    token_ttl_operator: int = Field(default=8 * 3600, ge=1)
+    token_max_ttl_operator: int = Field(default=DAY, ge=1)
+    # revocations (shared/revocation_log.py): the watcher's longest XREAD BLOCK, and how long
+    # its view may go without catching up before every token is refused (503); 5 s at most
+    revocation_block_ms: int = Field(default=1000, ge=10, le=1500)
+    revocation_stale_after: float = Field(default=4.0, gt=0.0, le=5.0)
     partitions: int = Field(default=16, ge=1, le=1024)
     ingest_port: int = 8000
     # uvicorn worker processes of the ingest API (each with its own Redis pool)
@@ -62,7 +77,32 @@ class Settings(BaseSettings):
             raise ValueError("webhook_lease must be longer than webhook_timeout")
         if self.lease_renew_ms * 2 > self.lease_ms:
             raise ValueError("lease_renew_ms must be at most half of lease_ms")
+        if self.environment == "production" and DEV_SECRET in self.previous_secrets:
+            raise ValueError("BACKTRACK_PREVIOUS_SECRETS must not hold the development secret")
+        if self.revocation_block_ms * 2 > self.revocation_stale_after * 1000:
+            raise ValueError("revocation_block_ms must be at most half of revocation_stale_after")
+        self.token_keys()
+        self.token_lifetimes()
         return self
+
+    def token_keys(self) -> KeyRing:
+        """``secret`` signs; ``previous_secrets`` still verify."""
+        return KeyRing(self.secret, self.previous_secrets)
+
+    def token_lifetimes(self) -> Lifetimes:
+        """The ``token_ttl_*`` and ``token_max_ttl_*`` settings."""
+        return Lifetimes(
+            {
+                "device": self.token_ttl_device,
+                "clinic": self.token_ttl_clinic,
+                "operator": self.token_ttl_operator,
+            },
+            {
+                "device": self.token_max_ttl_device,
+                "clinic": self.token_max_ttl_clinic,
+                "operator": self.token_max_ttl_operator,
+            },
+        )
 
 
 @lru_cache

@@ -222,7 +222,7 @@ def _access(request: Request, user_id: str, store: EventStore) -> Access:
 
     async def refusal() -> str | None:
         try:
-            principal = authenticate(verifier(request.app.state.settings.secret), authorization)
+            principal = authenticate(verifier(request), authorization)
             await authorize_read(user_id, principal, store)
         except HTTPException as exc:
             reason = str(exc.detail)

@@ -2,8 +2,8 @@
 
 ``create_app(settings)`` wires everything; nothing connects at import time.
 The lifespan runs a FastStream broker with one batch subscriber per rx feed
-(group ``channel-webhook``), the dispatcher's retry loop and a sweeper for rx
-feed entries a dead consumer left pending.
+(group ``channel-webhook``), the dispatcher's retry loop, a sweeper for rx
+feed entries a dead consumer left pending and the revocation watcher.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
 from shared import tasks
 from shared.broker import broker_for
+from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect, ping
 
@@ -67,7 +68,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
         await ensure_groups(redis, keys)
         broker = broker_for(url, logger=structlog.get_logger("faststream"), log_level=10)
         subscribe_webhook_channel(broker, redis, keys, name, dispatcher)
-        async with broker, dispatcher.running():
+        async with broker, dispatcher.running(), revocations_watched(app, redis):
             await broker.start()
             sweeper = asyncio.create_task(
                 _sweep_forever(redis, keys, name, dispatcher, settings.claim_idle_ms)

@@ -101,7 +101,8 @@ async def _run(stack: Stack, people: list[Persona], seed: int, weeks: int, repor
 async def server_for(stack: Stack, redis: Redis, **client: Any) -> AsyncIterator[Server]:
     """The running stack as the cohort reaches it; ``client`` goes to both HTTP clients."""
     settings = stack.settings
-    operator = {"Authorization": f"Bearer {issue('operator', None, settings.secret)}"}
+    token = issue("operator", None, settings.secret, lifetimes=settings.token_lifetimes())
+    operator = {"Authorization": f"Bearer {token}"}
     reads = Server.concurrency
     alive = httpx.Limits(max_connections=reads, max_keepalive_connections=reads)
     async with (

@@ -1,4 +1,4 @@
-"""``backtrack``: run the stack, the demo, mint tokens, read a user's history."""
+"""``backtrack``: run the stack, the demo, mint and revoke tokens, read a user's history."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from services.cli import tokens
 from shared.settings import Settings
 
 
@@ -26,13 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--weeks", type=_positive, default=12, help="program weeks per patient")
     demo.add_argument("--report", default="backtrack-report.html", help="HTML report path")
 
-    token = commands.add_parser("token", help="print a bearer token")
-    roles = token.add_subparsers(dest="role", required=True)
-    roles.add_parser("device").add_argument("--user", required=True)
-    roles.add_parser("clinic").add_argument("--clinic", required=True)
-    roles.add_parser("operator")
-    for sub in roles.choices.values():
-        sub.add_argument("--ttl", type=int, help="lifetime in seconds")
+    tokens.add_parsers(commands)
 
     history = commands.add_parser("history", help="a user's timeline")
     history.add_argument("user")
@@ -125,11 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers splits a run over every user; as-of --user reads one")
     settings = _settings(args)
     if args.command == "token":
-        from shared.auth import issue  # noqa: PLC0415
-
-        subject = {"device": getattr(args, "user", None), "clinic": getattr(args, "clinic", None)}
-        print(issue(args.role, subject.get(args.role), settings.secret, ttl_seconds=args.ttl))
-        return 0
+        return tokens.run(settings, args)
     from shared.log import configure_logging  # noqa: PLC0415
 
     # the demo and history speak through their own output; logs only for trouble

@@ -6,7 +6,7 @@ metrics and the canonical request log, and connects nothing at import time
 ``DirectRoute``s: declared like any route, and that declaration is both what
 ``/openapi.json`` says and what serves them (``DirectRoutes`` hands their
 requests straight to them, past FastAPI's per-request machinery). Tokens are
-checked by ``shared.http_auth``.
+checked by ``shared.http_auth``, against the revocations the lifespan watches.
 
 Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
 event; any failure of the store is a 503 with ``Retry-After`` (appends are
@@ -20,6 +20,7 @@ one round trip. Only operators' writes may enrol a user (``enrols``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from services.logging_svc.writers import Forbidden, admit, needs_clinic
 from shared import auth
 from shared.access_log import CanonicalLog
 from shared.events import Input
-from shared.http_auth import PrincipalDep
+from shared.http_auth import PrincipalDep, revocations_watched
 from shared.settings import Settings
 from shared.store import Appended, EventStore, StoreUnavailable
 
@@ -261,7 +262,10 @@ def create_app(
             )
         _log.info("ingest_started", partitions=settings.partitions, max_batch=settings.max_batch)
         try:
-            yield
+            async with contextlib.AsyncExitStack() as watching:
+                if ingest.redis is not None:  # an in-memory store has no revocations to watch
+                    await watching.enter_async_context(revocations_watched(app, ingest.redis))
+                yield
         finally:
             if owned is not None:
                 await owned.aclose()

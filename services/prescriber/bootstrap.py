@@ -4,8 +4,9 @@
 ``create_app(settings)`` wires everything once; nothing connects at import
 time. The FastAPI lifespan runs the partition ownership (leases plus one
 feed reader per owned partition, plain XREADGROUP loops), the reclaimer, the
-stream gauges and the FastStream broker of the log channel, so one process
-serves the clinic API and consumes its share of the partition feeds.
+stream gauges, the revocation watcher and the FastStream broker of the log
+channel, so one process serves the clinic API and consumes its share of the
+partition feeds.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from services.prescriber.feeds.reclaimer import Reclaimer
 from services.prescriber.processing.processor import Processor
 from shared.access_log import CanonicalLog
 from shared.broker import broker_for
+from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
@@ -91,7 +93,12 @@ def create_app(settings: Settings, rules: engine.RuleSet = engine.DEFAULT_RULES)
         async with broker:
             await broker.start()
             log.info("prescriber_started", partitions=settings.partitions, consumer=name)
-            async with ownership.running(), reclaimer.running(), gauges.running():
+            async with (
+                ownership.running(),
+                reclaimer.running(),
+                gauges.running(),
+                revocations_watched(app, redis),
+            ):
                 yield
             await broker.stop()
         await processor.flush()

@@ -138,10 +138,10 @@ def _b64(data: bytes) -> str:
 
 def _forge(token: str) -> str:
     """The token with its payload rewritten to an operator's, keeping the old signature."""
-    body, _, signature = token.partition(".")
+    kid, body, signature = token.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload |= {"role": "operator", "sub": None, "exp": payload["exp"] + 3600}
-    return f"{_b64(json.dumps(payload).encode())}.{signature}"
+    return f"{kid}.{_b64(json.dumps(payload).encode())}.{signature}"
 
 
 def _headers(role: str, kind: str) -> dict[str, str]:

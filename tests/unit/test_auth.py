@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.auth import DEFAULT_TTL, InvalidToken, Principal, Role, from_header, issue, verify
+from shared.auth import (
+    DEFAULT_TTL,
+    InvalidToken,
+    Principal,
+    Role,
+    from_header,
+    issue,
+    key_id,
+    verify,
+)
 from shared.events import INPUT_TYPES
 
 SECRET = "test-secret"
@@ -17,7 +26,7 @@ NOW = 1_800_000_000.0
 
 
 def _payload(token: str) -> dict[str, object]:
-    body = token.split(".", maxsplit=1)[0]
+    body = token.split(".")[-2]
     decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     return decoded
 
@@ -31,10 +40,11 @@ def test_issue_then_verify_round_trips(role: str, subject: str | None) -> None:
     assert verify(token, SECRET, now=NOW + 1) == Principal(role, subject)  # type: ignore[arg-type]
 
 
-def test_token_is_two_base64url_parts_with_role_defaults() -> None:
-    """The token is payload.signature in base64url and expires after the role's default TTL."""
+def test_token_is_kid_payload_signature_with_role_defaults() -> None:
+    """The token is kid.payload.signature in base64url and expires after the role's default TTL."""
     token = issue("clinic", "c1", SECRET, now=NOW)
-    assert token.count(".") == 1
+    assert token.count(".") == 2
+    assert token.split(".")[0] == key_id(SECRET)
     assert all(c.isalnum() or c in "-_." for c in token)
     payload = _payload(token)
     assert payload["iat"] == int(NOW)
@@ -52,8 +62,9 @@ def test_forged_payload_is_rejected() -> None:
     token = issue("device", "alice", SECRET, now=NOW)
     payload = _payload(token) | {"sub": "bob"}
     forged_body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    kid, _, signature = token.split(".")
     with pytest.raises(InvalidToken, match="signature"):
-        verify(f"{forged_body}.{token.split('.')[1]}", SECRET, now=NOW)
+        verify(f"{kid}.{forged_body}.{signature}", SECRET, now=NOW)
 
 
 def test_wrong_secret_is_rejected() -> None:
@@ -80,7 +91,7 @@ def test_token_from_the_far_future_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", None, "abc", "a.b.c", "!!!.???", "e30.", "." * 3, "x" * 5000, "bm90IGpzb24.c2ln"],
+    ["", None, "abc", "a.b.c", "!!!.???", "e30.", "." * 3, "x" * 5000, "bm90IGpzb24.c2ln", "é.x.y"],
 )
 def test_malformed_tokens_are_rejected(token: str | None) -> None:
     """Missing, empty, oversized or non-base64url tokens raise InvalidToken, never another error."""

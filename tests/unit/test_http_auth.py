@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
@@ -79,7 +79,7 @@ def test_the_channels_import_nothing_of_the_prescriber() -> None:
     [
         (None, "Bearer", "unauthorised: missing token"),
         ("Basic dXNlcjpwdw==", INVALID, "unauthorised: expected"),
-        (f"Bearer {issue('operator', None, 'another')}", INVALID, "unauthorised: bad signature"),
+        (f"Bearer {issue('operator', None, 'another')}", INVALID, "unauthorised: unknown key id"),
     ],
 )
 def test_refusals_are_401_with_a_bearer_challenge(
@@ -87,16 +87,18 @@ def test_refusals_are_401_with_a_bearer_challenge(
 ) -> None:
     """No token asks for one; a bad one says invalid_token (RFC 6750); both are 401."""
     with pytest.raises(HTTPException) as refused:
-        http_auth.authenticate(http_auth.verifier(SECRET), header)
+        http_auth.authenticate(http_auth.build_verifier(Settings(secret=SECRET)), header)
     assert refused.value.status_code == 401
     assert refused.value.headers == {"WWW-Authenticate": challenge}
     assert str(refused.value.detail).startswith(detail)
 
 
-def test_a_good_token_is_its_principal_and_one_verifier_serves_each_secret() -> None:
-    """The same secret always gets the same (remembering) verifier; a token gives its principal."""
+def test_a_good_token_is_its_principal_and_each_app_keeps_one_verifier() -> None:
+    """An app builds its remembering verifier once, from its settings; a token is its principal."""
     token = issue("clinic", "clinic-a", SECRET)
-    check = http_auth.verifier(SECRET)
-    assert http_auth.verifier(SECRET) is check
-    assert http_auth.verifier("another") is not check
+    apps = dict(_apps())
+    request = Request({"type": "http", "app": apps["clinic"]})
+    check = http_auth.verifier(request)
+    assert http_auth.verifier(request) is check
+    assert http_auth.verifier(Request({"type": "http", "app": apps["ingest"]})) is not check
     assert http_auth.authenticate(check, f"Bearer {token}") == Principal("clinic", "clinic-a")

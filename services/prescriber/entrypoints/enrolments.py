@@ -69,7 +69,9 @@ async def enrol(
     async with store_available():
         record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
     log.info("enrolled", user_id=body.user_id, clinic_id=clinic, previous=record.previous)
-    token = auth.issue("device", body.user_id, request.app.state.settings.secret)
+    settings = request.app.state.settings
+    lifetimes = settings.token_lifetimes()
+    token = auth.issue("device", body.user_id, settings.secret, lifetimes=lifetimes)
     response.headers["Cache-Control"] = "no-store"  # the answer carries a bearer token
     return {"user_id": body.user_id, "clinic_id": clinic, "device_token": token}
 
