@@ -9,6 +9,10 @@ channels) runs with a 1 s SSE heartbeat and 3 s webhook backoff steps.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -287,6 +291,42 @@ def test_a_stream_closes_once_its_patient_moves_to_another_clinic(stack: Stack) 
     assert ended - moved[0] < 5, "the contract: closed within 5 s of a transfer"
     assert versions == [1]
     assert comments[-1] == ": closed: this token may not read that user"
+
+
+def test_a_stream_closes_once_its_token_is_revoked(stack: Stack) -> None:
+    """With no new change, an SSE stream ends after its token is revoked by the real CLI."""
+    _started_patient(stack, "sse-4", "clinic-a")
+    token = issue("clinic", "clinic-a", SECRET)
+    jti = json.loads(_cli(stack, "token", "inspect", stdin=token))["jti"]
+    revoked: list[float] = []
+
+    def revoke() -> None:
+        _cli(stack, "token", "revoke", "--jti", jti)
+        revoked.append(time.time())
+
+    headers = {"Authorization": f"Bearer {token}"}
+    versions, comments, ended = _follow(stack, "sse-4", headers, revoke)
+    print(f"\nSSE closed {ended - revoked[0]:.2f} s after the revocation")
+    assert ended - revoked[0] < 5, "the contract: closed within 5 s of a revocation"
+    assert versions == [1]
+    assert comments[-1].startswith(": closed: unauthorised")
+    assert "revoked" in comments[-1]
+
+
+def _cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
+    """``backtrack ARGS`` in a process of its own, against the stack's Redis and secret."""
+    env = {**os.environ, "BACKTRACK_REDIS_URL": stack.redis_url, "BACKTRACK_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_a_change_after_a_transfer_never_reaches_the_old_clinics_stream(stack: Stack) -> None:
