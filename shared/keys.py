@@ -13,7 +13,10 @@ least two digits)::
     bt:{pNN}:rx:<user_id>      the user's PrescriptionChanged history
     bt:{pNN}:rxfeed            partition feed of PrescriptionChanged for channels
     bt:{pNN}:snap:<user_id>    snapshot hash (data, position, rules_version, state_version)
-    bt:{pNN}:seen:<event_id>   dedupe key (value: the stored position), with a TTL
+    bt:{pNN}:seen:<user_id>:<event_id>  the user's dedupe key (value: the stored
+                               position), with a TTL
+    bt:{pNN}:seen:<event_id>   the dedupe key older versions wrote (per partition, not
+                               per user): read, never written, until its TTL ends
     bt:{pNN}:clinic:<user_id>  the clinic the user is enrolled with (set by an enrolment, or
                                by an operator's RehabStarted naming a clinic when none is)
     bt:{pNN}:enrolments        every enrolment, transfer and unenrolment of the partition's
@@ -26,7 +29,8 @@ least two digits)::
     bt:revocations             revoked tokens (not partitioned; trimmed, not history)
 
 User ids never contain ``:``, so a versioned key can never be mistaken for a
-user's current one.
+user's current one, nor a user's dedupe key for an older one (an event id is a
+UUID).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class Keys:
 
     partitions: int = 16
     dlq: ClassVar[str] = DLQ
-    #: ``bt:{pNN}`` of each partition, built once (ingest names four keys per event)
+    #: ``bt:{pNN}`` of each partition, built once (ingest names five keys per event)
     _bases: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -104,7 +108,11 @@ class Keys:
         return f"{self._base(user_id)}:{kind}:{version}:{user_id}"
 
     def seen(self, user_id: str, event_id: str) -> str:
-        """Dedupe key of ``event_id``, in the partition of the user it belongs to."""
+        """Dedupe key of the user's ``event_id``: the same id from two users is two events."""
+        return f"{self._base(user_id)}:seen:{user_id}:{event_id}"
+
+    def legacy_seen(self, user_id: str, event_id: str) -> str:
+        """The dedupe key older versions wrote for ``event_id``: one per partition, any user's."""
         return f"{self._base(user_id)}:seen:{event_id}"
 
     def clinic(self, user_id: str) -> str:

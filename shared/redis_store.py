@@ -1,7 +1,7 @@
 """The event store on Redis Streams (``EventStore`` in ``shared.store``).
 
-Every append is done by ``append.lua`` (dedupe check, history XADD, feed
-XADD, dedupe key, clinic key if none is set), atomic on the server: no dual writes from
+Every append is done by ``append.lua`` (per-user dedupe check, history XADD,
+feed XADD, dedupe key, clinic key if none is set), atomic on the server: no dual writes from
 Python, and every key it touches shares the partition's hash tag (Redis
 Cluster safe). A batch goes as one script call per partition (each event
 still atomic on its own), pipelined: a few commands instead of one per event.
@@ -30,7 +30,7 @@ from redis.backoff import ExponentialBackoff
 
 from shared.codec import DecodeError, from_fields, to_fields
 from shared.enrolments import RedisEnrolments
-from shared.events import Input, PrescriptionChanged, RehabStarted
+from shared.events import Event, Input, PrescriptionChanged, RehabStarted
 from shared.keys import Keys
 from shared.store import Appended, Enrolment, Snapshot, StoreUnavailable, VersionGapError
 from shared.streams import START, is_start, text
@@ -174,8 +174,9 @@ def _flat(fields: dict[str, bytes | str]) -> list[bytes | str]:
 
 
 class Item(NamedTuple):
-    """One event for the append script: its partition, four keys, field/value arguments, clinic."""
+    """One event for the append script: its partition, five keys, field/value arguments, clinic."""
 
+    event: Event
     event_id: str
     partition: int
     keys: list[str]
@@ -188,7 +189,21 @@ class Item(NamedTuple):
 CALL_ITEMS = 100
 
 
-def _appended(event_id: str, reply: Sequence[Any]) -> Appended:
+def _stored_as(event: Event, flat: Sequence[Any]) -> bool:
+    """Whether the stored entry ``flat`` (field, value, ...) decodes to ``event``.
+
+    The script compares fields byte for byte; an entry written under an older
+    schema version or encoding differs in bytes from the same event written
+    today, so a conflict is confirmed on the decoded events before it is
+    answered.
+    """
+    try:
+        return from_fields(dict(zip(flat[::2], flat[1::2], strict=True))) == event
+    except ValueError:  # DecodeError, pydantic's ValidationError: not this event either
+        return False
+
+
+def _appended(item: Item, reply: Sequence[Any]) -> Appended:
     """An ``Appended`` from the script's reply for one item."""
     status = text(reply[0])
     if status == "error":
@@ -196,9 +211,13 @@ def _appended(event_id: str, reply: Sequence[Any]) -> Appended:
         if message.startswith("GAP "):
             raise VersionGapError(message.removeprefix("GAP "))
         raise rx.ResponseError(message)
+    position = text(reply[1])
+    if status == "conflict":
+        same = _stored_as(item.event, reply[2])
+        return Appended(item.event_id, "duplicate" if same else "conflict", position)
     if status not in ("accepted", "duplicate"):
         raise rx.ResponseError(f"unexpected append reply {reply!r}")
-    return Appended(event_id, "accepted" if status == "accepted" else "duplicate", text(reply[1]))
+    return Appended(item.event_id, "accepted" if status == "accepted" else "duplicate", position)
 
 
 class RedisStore:
@@ -225,17 +244,25 @@ class RedisStore:
 
     def _event_item(self, event: Input, enrols: bool = True) -> Item:
         k, user, event_id = self.keys, event.user_id, str(event.event_id)
-        keys = [k.seen(user, event_id), k.history(user), k.feed_of(user), k.clinic(user)]
+        keys = [
+            k.seen(user, event_id),
+            k.legacy_seen(user, event_id),
+            k.history(user),
+            k.feed_of(user),
+            k.clinic(user),
+        ]
         clinic = ""
         if enrols and isinstance(event, RehabStarted) and event.clinic_id:
             clinic = event.clinic_id
-        return Item(event_id, k.partition(user), keys, _flat(to_fields(event)), clinic)
+        return Item(event, event_id, k.partition(user), keys, _flat(to_fields(event)), clinic)
 
     def _change_item(self, change: PrescriptionChanged) -> Item:
         k, user, event_id = self.keys, change.user_id, str(change.event_id)
-        keys = [k.seen(user, event_id), k.rx(user), k.rxfeed_of(user), k.clinic(user)]
+        # a change is idempotent by version: the script reads neither dedupe key
+        seen = [k.seen(user, event_id), k.legacy_seen(user, event_id)]
+        keys = [*seen, k.rx(user), k.rxfeed_of(user), k.clinic(user)]
         fields = _flat(to_fields(change))
-        return Item(event_id, k.partition(user), keys, fields, "", str(change.version))
+        return Item(change, event_id, k.partition(user), keys, fields, "", str(change.version))
 
     def _call(self, items: Sequence[Item]) -> list[Any]:
         """The arguments after the script's SHA for one call appending ``items``."""
@@ -269,7 +296,7 @@ class RedisStore:
         results: list[Appended | None] = [None] * len(items)
         for group, reply in zip(groups, replies, strict=True):
             for i, answer in zip(group, reply, strict=True):
-                results[i] = _appended(items[i].event_id, answer)
+                results[i] = _appended(items[i], answer)
         return cast(list[Appended], results)
 
     async def _run(self, call: list[Any]) -> Any:
@@ -305,7 +332,10 @@ class RedisStore:
         """Store one event atomically (dedupe, history, partition feed, clinic if none).
 
         ``enrols``: whether a RehabStarted naming a clinic enrols its user with
-        it when no clinic holds them (``EventStore.append``).
+        it when no clinic holds them (``EventStore.append``). Its event_id
+        stored for this user already: ``duplicate`` (same payload) or
+        ``conflict`` (another payload), with that entry's position; nothing
+        written either way.
         """
         [appended] = await self._append_items([self._event_item(event, enrols)])
         return appended
@@ -315,8 +345,9 @@ class RedisStore:
 
         The batch as a whole is not atomic: if Redis goes away mid-batch some
         events may be stored; retrying the batch is safe (those answer
-        ``duplicate``). A repeated event_id inside the batch answers
-        ``duplicate`` with the first one's position.
+        ``duplicate``). A user's event_id repeated inside the batch answers
+        ``duplicate`` (or ``conflict``, another payload) with the first one's
+        position.
         """
         if not events:
             return []

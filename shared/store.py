@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from shared.events import Input, PrescriptionChanged, RehabStarted
 from shared.streams import START, position_key
 
-Status = Literal["accepted", "duplicate"]
+Status = Literal["accepted", "duplicate", "conflict"]
 
 
 class StoreUnavailable(RuntimeError):  # noqa: N818 - the contract's name, used by callers
@@ -31,7 +31,9 @@ class VersionGapError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What an append did: stored the event, or found it stored already."""
+    """What an append did: stored the event (``accepted``), found it stored already
+    (``duplicate``), or found its event_id taken by another payload of the same user
+    (``conflict``: nothing stored; ``position`` is the earlier event's)."""
 
     event_id: str
     status: Status
@@ -76,6 +78,10 @@ class EventStore(Protocol):
     async def append(self, event: Input, *, enrols: bool = True) -> Appended:
         """Store one event atomically (dedupe, history, partition feed).
 
+        Dedupe is per user: an event_id another user stored is no obstacle. The
+        user's own event_id again answers ``duplicate`` if the event is equal to
+        the stored one, ``conflict`` if not; either way nothing is written.
+
         With ``enrols``, a RehabStarted naming a clinic enrols its user with that
         clinic if no clinic holds them (never a transfer: transfers are
         ``enrol``-ments); operators' writes do, devices' do not.
@@ -83,7 +89,8 @@ class EventStore(Protocol):
         ...
 
     async def append_many(self, events: Sequence[Input], *, enrols: bool = True) -> list[Appended]:
-        """Store many events, each atomically, results in input order (``enrols`` as append)."""
+        """Store many events as ``append`` would, each atomically, results in input order
+        (a user's event_id repeated in the batch meets the first one as stored)."""
         ...
 
     async def history(
@@ -154,16 +161,17 @@ class MemoryStore:
     """``EventStore`` in memory, for unit tests and fakes; same contract as Redis.
 
     Positions look like stream ids (``"<ms>-<seq>"``) and increase
-    monotonically across the whole store. Dedupe is per partition and
-    event_id, as in Redis; ids never expire here (Redis forgets them after
-    the dedupe TTL). ``feeds``/``rxfeeds`` hold what Redis would put on the
-    partition feeds: ``(feed position, history position, event)``.
+    monotonically across the whole store. Dedupe is per user and event_id,
+    as in Redis, and a repeated id is compared with the stored event; ids
+    never expire here (Redis forgets them after the dedupe TTL).
+    ``feeds``/``rxfeeds`` hold what Redis would put on the partition feeds:
+    ``(feed position, history position, event)``.
     """
 
     def __init__(self, partitions: int = 16) -> None:
         self.partitions = partitions
         self._last = (0, -1)
-        self._seen: dict[tuple[int, str], str] = {}
+        self._seen: dict[tuple[str, str], tuple[str, Input]] = {}
         self._history: dict[str, list[tuple[str, Input]]] = {}
         self._rx: dict[str, list[tuple[str, PrescriptionChanged]]] = {}
         self._clinic: dict[str, str] = {}
@@ -181,20 +189,18 @@ class MemoryStore:
     def _partition(self, user_id: str) -> int:
         return zlib.crc32(user_id.encode()) % self.partitions
 
-    def _dedupe(self, user_id: str, event_id: str) -> tuple[tuple[int, str], str | None]:
-        key = (self._partition(user_id), event_id)
-        return key, self._seen.get(key)
-
     def _append_now(self, event: Input, enrols: bool) -> Appended:
         event_id = str(event.event_id)
-        key, stored = self._dedupe(event.user_id, event_id)
+        key = (event.user_id, event_id)
+        stored = self._seen.get(key)
         if stored is not None:
-            return Appended(event_id, "duplicate", stored)
+            position, earlier = stored
+            return Appended(event_id, "duplicate" if earlier == event else "conflict", position)
         position = self._next_position()
         self._history.setdefault(event.user_id, []).append((position, event))
-        feed = self.feeds.setdefault(key[0], [])
+        feed = self.feeds.setdefault(self._partition(event.user_id), [])
         feed.append((self._next_position(), position, event))
-        self._seen[key] = position
+        self._seen[key] = (position, event)
         if enrols and isinstance(event, RehabStarted) and event.clinic_id:
             self._clinic.setdefault(event.user_id, event.clinic_id)
         return Appended(event_id, "accepted", position)

@@ -11,6 +11,8 @@ checked by ``shared.http_auth``, against the revocations the lifespan watches.
 Invariant 1: 202 is sent only after ``append`` returned, i.e. Redis has the
 event; any failure of the store is a 503 with ``Retry-After`` (appends are
 idempotent by ``event_id``, so retrying is always safe), never a 500.
+Invariant 2: dedupe is per user; a user's ``event_id`` sent again with another
+payload is refused (409, or that item's error in a batch) and stores nothing.
 Invariant 9: ``writers`` says who may write what (devices their own user,
 clinics their users, each role only its event types; a device's RehabStarted
 names no clinic or the one that enrolled it). The store is asked for a user's
@@ -34,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.logging_svc import openapi
 from services.logging_svc.direct_route import DirectRoute, DirectRoutes, read_body
-from services.logging_svc.ingest import Rejected, batch_items, parse_json, to_event
+from services.logging_svc.ingest import CONFLICT, Rejected, batch_items, parse_json, to_event
 from services.logging_svc.limits import IngestLimits, Window
 from services.logging_svc.metrics import Metrics
 from services.logging_svc.writers import Forbidden, admit, needs_clinic
@@ -132,8 +134,10 @@ def _result(appended: Appended) -> dict[str, str]:
 
 
 def _tally(appended: list[Appended]) -> dict[str, int]:
-    accepted = sum(1 for a in appended if a.status == "accepted")
-    return {"accepted": accepted, "duplicate": len(appended) - accepted}
+    tally = {"accepted": 0, "duplicate": 0, "conflict": 0}
+    for a in appended:
+        tally[a.status] += 1
+    return tally
 
 
 async def post_event(request: Request, principal: PrincipalDep) -> Response:
@@ -158,6 +162,8 @@ async def post_event(request: Request, principal: PrincipalDep) -> Response:
     ingest.metrics.count_appended([appended])
     # the id that the prescriber's and the channels' lines name as caused_by
     log_fields.update(_tally([appended]), event_id=appended.event_id)
+    if appended.status == "conflict":
+        return _json({"error": CONFLICT}, 409)
     return _json(_result(appended), 202)
 
 
@@ -197,7 +203,12 @@ async def post_batch(request: Request, principal: PrincipalDep) -> Response:
     ingest.metrics.count_appended(appended)
     ingest.metrics.count("rejected", len(errors))
     out: dict[int, dict[str, Any]] = {i: {"index": i, "error": e} for i, e in errors.items()}
-    out.update({i: _result(a) for (i, _), a in zip(valid, appended, strict=True)})
+    out.update(
+        {
+            i: {"index": i, "error": CONFLICT} if a.status == "conflict" else _result(a)
+            for (i, _), a in zip(valid, appended, strict=True)
+        }
+    )
     log_fields.update(_tally(appended), rejected=len(errors))
     return _json({"results": [out[i] for i in range(len(items))]}, 202)
 

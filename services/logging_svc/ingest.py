@@ -18,6 +18,8 @@ from shared.events import INPUT_TYPES, Input
 
 Detail = list[dict[str, Any]]
 Loc = tuple[str | int, ...]
+#: the error (409, or a batch item's) for a user's event_id sent again with another payload
+CONFLICT = "event_id already used with another payload"
 
 
 class Rejected(ValueError):  # noqa: N818 - reads as the outcome at the raise site
@@ -100,4 +102,13 @@ def batch_items(raw: Any, max_batch: int) -> list[Any]:
     return items
 
 
-__all__ = ["Detail", "Rejected", "batch_items", "detail_of", "parse_json", "summary", "to_event"]
+__all__ = [
+    "CONFLICT",
+    "Detail",
+    "Rejected",
+    "batch_items",
+    "detail_of",
+    "parse_json",
+    "summary",
+    "to_event",
+]

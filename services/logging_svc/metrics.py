@@ -26,7 +26,8 @@ class Metrics:
         )
         self.events = Counter(
             "backtrack_ingest_events",
-            "Events by outcome: accepted, duplicate, rejected (invalid or forbidden),"
+            "Events by outcome: accepted, duplicate, conflict (event_id already used with"
+            " another payload, not stored), rejected (invalid or forbidden),"
             " unavailable (store down, not stored).",
             ["outcome"],
             registry=self.registry,
@@ -44,11 +45,12 @@ class Metrics:
         self.latency.labels(endpoint).observe(seconds)
 
     def count_appended(self, results: list[Appended]) -> None:
-        accepted = sum(1 for r in results if r.status == "accepted")
-        if accepted:
-            self.events.labels("accepted").inc(accepted)
-        if len(results) - accepted:
-            self.events.labels("duplicate").inc(len(results) - accepted)
+        """Count each result under its status: accepted, duplicate or conflict."""
+        tally: dict[str, int] = {}
+        for result in results:
+            tally[result.status] = tally.get(result.status, 0) + 1
+        for status, n in tally.items():
+            self.events.labels(status).inc(n)
 
     def count(self, outcome: str, n: int = 1) -> None:
         if n:

@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
+from services.logging_svc.ingest import CONFLICT
 from shared.codec import CURRENT_VERSION
 from shared.events import INPUT_TYPES, InputEvent
 
@@ -55,7 +56,7 @@ class AcceptedEvent(BaseModel):
 
 
 class ItemError(BaseModel):
-    """One batch item that was not stored, and why (field paths in the message)."""
+    """One batch item not stored, and why: invalid, forbidden, or a reused event_id."""
 
     index: int
     error: str
@@ -77,6 +78,12 @@ class ValidationFailed(BaseModel):
 
 class Failure(BaseModel):
     detail: str
+
+
+class Conflict(BaseModel):
+    """The user sent this event_id before with another payload; nothing was stored."""
+
+    error: str = Field(examples=[CONFLICT])
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +129,11 @@ EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {
         "model": Failure,
         "description": "The token may not write this type of event, or not for this user.",
+    },
+    409: {
+        "model": Conflict,
+        "description": "This user's event_id was stored with another payload; nothing stored."
+        " (The same payload again is a 202 duplicate; another user's event_id is no obstacle.)",
     },
     **_AUTH_ERRORS,
 }

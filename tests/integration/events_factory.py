@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import count, islice
 from typing import Any
 
 from shared.events import (
@@ -14,8 +15,16 @@ from shared.events import (
     RehabStarted,
     SessionCompleted,
 )
+from shared.keys import Keys
 
 T0 = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
+
+
+def neighbours(user: str, n: int = 1, partitions: int = 16) -> list[str]:
+    """``n`` other user ids in ``user``'s partition (the stores in these tests have 16)."""
+    keys = Keys(partitions)
+    ids = (f"{user}-n{i}" for i in count())
+    return list(islice((u for u in ids if keys.partition(u) == keys.partition(user)), n))
 
 
 def make_started(**overrides: Any) -> RehabStarted:

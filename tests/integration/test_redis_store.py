@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import pytest
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from shared import codec
+from shared.events import PainLogged
 from shared.keys import Keys, hash_tag, partition
 from shared.redis_store import APPEND_LUA, RedisStore, connect, ping
 from shared.settings import Settings
 from shared.store import StoreUnavailable
-from tests.integration.events_factory import make_change, make_pain, make_started
+from shared.streams import text
+from tests.integration.events_factory import make_change, make_pain, make_started, neighbours
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -64,6 +68,7 @@ def test_every_key_of_a_user_shares_one_slot(partitions: int) -> None:
             keys.history(user),
             keys.feed_of(user),
             keys.seen(user, "6f1d2f0e-4c1b-4e59-9a53-0d3c5b0e2a11"),
+            keys.legacy_seen(user, "6f1d2f0e-4c1b-4e59-9a53-0d3c5b0e2a11"),
             keys.clinic(user),
             keys.enrolments(user),
             keys.rx(user),
@@ -84,7 +89,8 @@ def test_key_names_follow_the_layout() -> None:
     assert keys.rx("u-1") == f"bt:{tag}:rx:u-1"
     assert keys.rxfeed(part) == f"bt:{tag}:rxfeed"
     assert keys.snapshot("u-1") == f"bt:{tag}:snap:u-1"
-    assert keys.seen("u-1", "e") == f"bt:{tag}:seen:e"
+    assert keys.seen("u-1", "e") == f"bt:{tag}:seen:u-1:e"
+    assert keys.legacy_seen("u-1", "e") == f"bt:{tag}:seen:e"
     assert keys.clinic("u-1") == f"bt:{tag}:clinic:u-1"
     assert keys.enrolments("u-1") == f"bt:{tag}:enrolments"
     assert keys.dlq == "bt:dlq"
@@ -151,6 +157,104 @@ async def test_dedupe_key_expires_after_the_configured_ttl(redis: Redis) -> None
     assert (await redis.get(seen)).decode() == result.position
     assert ttl - 5 <= await redis.ttl(seen) <= ttl
     assert await redis.ttl(store.keys.history("u-1")) == -1
+    assert await redis.exists(store.keys.legacy_seen("u-1", str(event.event_id))) == 0
+
+
+async def test_a_conflict_writes_nothing(redis_store: RedisStore, redis: Redis) -> None:
+    """A reused event_id with another payload leaves the history, the feed, the dedupe key
+    (value and TTL) and the clinic as they were."""
+    keys, first = redis_store.keys, make_started(clinic_id="clinic-a")
+    await redis_store.append(first)
+    seen = keys.seen("u-1", str(first.event_id))
+
+    async def state() -> list[object]:
+        return [
+            await redis.xrange(keys.history("u-1")),
+            await redis.xrange(keys.feed_of("u-1")),
+            await redis.get(seen),
+            await redis.get(keys.clinic("u-1")),
+            await redis.exists(keys.legacy_seen("u-1", str(first.event_id))),
+        ]
+
+    before = await state()
+    await redis.expire(seen, 100)
+    other = first.model_copy(update={"clinic_id": "clinic-b"})
+    assert (await redis_store.append(other)).status == "conflict"
+    assert (await redis_store.append_many([other]))[0].status == "conflict"
+    assert await state() == before
+    assert 0 < await redis.ttl(seen) <= 100
+
+
+async def _store_as_before(redis: Redis, store: RedisStore, event: PainLogged) -> str:
+    """Store ``event`` as versions before per-user dedupe did: history and feed entries and
+    the partition's dedupe key ``bt:{pNN}:seen:<event_id>`` holding the position, with the TTL."""
+    keys, user = store.keys, event.user_id
+    fields: dict[Any, Any] = codec.to_fields(event)
+    position = text(await redis.xadd(keys.history(user), fields))
+    await redis.xadd(keys.feed_of(user), {"pos": position, "prev": "0-0", **fields})
+    legacy = f"bt:{keys.tag(keys.partition(user))}:seen:{event.event_id}"
+    await redis.set(legacy, position, ex=store.dedupe_ttl)
+    return position
+
+
+async def test_a_dedupe_key_written_before_still_dedupes_only_its_user(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """A partition-wide dedupe key written by an older version still answers its user's
+    retry (duplicate; conflict for another payload) until it expires, and swallows no
+    other user's event with that id."""
+    event = make_pain(4)
+    position = await _store_as_before(redis, redis_store, event)
+    retry = await redis_store.append(event)
+    assert (retry.status, retry.position) == ("duplicate", position)
+    [changed] = await redis_store.append_many([event.model_copy(update={"score": 8})])
+    assert (changed.status, changed.position) == ("conflict", position)
+    [other] = neighbours("u-1")
+    theirs = make_pain(6, event_id=event.event_id, user_id=other)
+    assert (await redis_store.append(theirs)).status == "accepted"
+    assert [e for _, e in await redis_store.history(other)] == [theirs]
+    assert [e for _, e in await redis_store.history("u-1")] == [event]
+    assert await redis.xlen(redis_store.keys.feed_of("u-1")) == 2  # event, theirs
+    legacy = redis_store.keys.legacy_seen("u-1", str(event.event_id))
+    assert await redis.get(legacy) == position.encode()  # read, never rewritten
+
+
+async def test_a_dedupe_key_written_before_needs_its_event_at_that_position(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """Positions are per stream: another user's entry at the old key's position, carrying
+    another event_id, does not make that key theirs."""
+    event = make_pain(4)
+    position = await _store_as_before(redis, redis_store, event)
+    [other] = neighbours("u-1")
+    earlier = make_pain(2, user_id=other)
+    fields: dict[Any, Any] = codec.to_fields(earlier)
+    await redis.xadd(redis_store.keys.history(other), fields, id=position)
+    theirs = make_pain(6, event_id=event.event_id, user_id=other)
+    result = await redis_store.append(theirs)
+    assert result.status == "accepted"
+    assert [e for _, e in await redis_store.history(other)] == [earlier, theirs]
+
+
+async def test_an_older_encoding_of_the_same_event_is_a_duplicate(
+    redis_store: RedisStore, redis: Redis
+) -> None:
+    """A retry meeting its event stored under an older schema version (other bytes, the same
+    event once upcast) is a duplicate; another payload is still a conflict."""
+    event = make_pain(4)
+    fields: dict[Any, Any] = codec.to_fields(event)
+    raw = orjson.loads(fields["data"])
+    del raw["location"]
+    fields["data"] = orjson.dumps(raw | {"schema_version": 1})
+    assert codec.from_fields(fields) == event
+    keys = redis_store.keys
+    position = text(await redis.xadd(keys.history("u-1"), fields))
+    await redis.set(keys.seen("u-1", str(event.event_id)), position, ex=60)
+    again = await redis_store.append(event)
+    assert (again.status, again.position) == ("duplicate", position)
+    other = await redis_store.append(event.model_copy(update={"score": 5}))
+    assert (other.status, other.position) == ("conflict", position)
+    assert len(await redis_store.history("u-1")) == 1
 
 
 async def test_wrong_type_feed_leaves_nothing_written(
@@ -185,7 +289,13 @@ async def test_wrong_type_history_leaves_nothing_written(
 async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None:
     """A bad TTL, field count, version or argument list (of any item) is refused before any
     write; the same call with good arguments is accepted."""
-    keys = ["bt:{p00}:seen:e", "bt:{p00}:user:u", "bt:{p00}:feed", "bt:{p00}:clinic:u"]
+    keys = [
+        "bt:{p00}:seen:u:e",
+        "bt:{p00}:seen:e",
+        "bt:{p00}:user:u",
+        "bt:{p00}:feed",
+        "bt:{p00}:clinic:u",
+    ]
     good = ["2", "a", "b", "", ""]
     for ttl, items in (
         ("0", [good]),
@@ -197,14 +307,14 @@ async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None
     ):
         args = [ttl, *(arg for item in items for arg in item)]
         with pytest.raises(rx.ResponseError, match="backtrack append"):
-            await redis.eval(APPEND_LUA, 4 * len(items), *keys * len(items), *args)
+            await redis.eval(APPEND_LUA, 5 * len(items), *keys * len(items), *args)
     with pytest.raises(rx.ResponseError, match="backtrack append"):
-        await redis.eval(APPEND_LUA, 3, *keys[:3], "60", *good)  # not four keys per item
+        await redis.eval(APPEND_LUA, 4, *keys[:4], "60", *good)  # not five keys per item
     assert await _key_count(redis) == 0
-    [bad_version] = await redis.eval(APPEND_LUA, 4, *keys, "60", "2", "a", "b", "", "x")
+    [bad_version] = await redis.eval(APPEND_LUA, 5, *keys, "60", "2", "a", "b", "", "x")
     assert bad_version == [b"error", b"backtrack append: bad version"]
     assert await _key_count(redis) == 0
-    [accepted] = await redis.eval(APPEND_LUA, 4, *keys, "60", *good)
+    [accepted] = await redis.eval(APPEND_LUA, 5, *keys, "60", *good)
     assert accepted[0] == b"accepted"
 
 

@@ -15,6 +15,7 @@ from tests.integration.events_factory import (
     make_review,
     make_session,
     make_started,
+    neighbours,
 )
 
 pytestmark = pytest.mark.anyio
@@ -111,6 +112,57 @@ class StoreContract:
         assert results[3].position == results[0].position
         assert [e for _, e in await store.history("u-1")] == [before, a, b]
         assert await store.append_many([]) == []
+
+    async def test_dedupe_is_per_user(self, store: EventStore) -> None:
+        """One event_id from users of one partition is one event each, alone or in a batch;
+        each user's retry is a duplicate of their own."""
+        second, third = neighbours("u-1", 2)
+        mine = make_pain(3)
+        theirs = make_pain(6, event_id=mine.event_id, user_id=second)
+        results = [await store.append(mine), await store.append(theirs)]
+        assert [r.status for r in results] == ["accepted", "accepted"]
+        batch = [make_pain(1, event_id=mine.event_id, user_id=third), make_pain(2, 1), mine]
+        answers = await store.append_many(batch)
+        assert [r.status for r in answers] == ["accepted", "accepted", "duplicate"]
+        assert answers[2].position == results[0].position
+        assert [e for _, e in await store.history("u-1")] == [mine, batch[1]]
+        assert [e for _, e in await store.history(second)] == [theirs]
+        assert [e for _, e in await store.history(third)] == [batch[0]]
+        again = await store.append(theirs)
+        assert (again.status, again.position) == ("duplicate", results[1].position)
+
+    async def test_a_reused_event_id_with_another_payload_is_a_conflict(
+        self, store: EventStore
+    ) -> None:
+        """The user's event_id again with another payload answers conflict with the stored
+        event's position and changes nothing (clinic included); the same payload again is
+        still a duplicate."""
+        first = make_started(clinic_id="clinic-a")
+        stored = await store.append(first)
+        other = first.model_copy(update={"clinic_id": "clinic-b"})
+        result = await store.append(other)
+        assert (result.event_id, result.status) == (str(first.event_id), "conflict")
+        assert result.position == stored.position
+        assert await store.clinic_of("u-1") == "clinic-a"
+        again = await store.append(first)
+        assert (again.status, again.position) == ("duplicate", stored.position)
+        assert [e for _, e in await store.history("u-1")] == [first]
+
+    async def test_append_many_answers_a_conflict_per_item(self, store: EventStore) -> None:
+        """In a batch a reused event_id with another payload (stored before, or earlier in
+        the batch) is that item's conflict; the other items are stored."""
+        a, b, c = make_pain(2), make_pain(3, 1), make_pain(5, 2)
+        before = await store.append(a)
+        batch = [b, a.model_copy(update={"score": 9}), b.model_copy(update={"context": "morning"})]
+        results = await store.append_many([*batch, a, c])
+        statuses = [r.status for r in results]
+        assert statuses == ["accepted", "conflict", "conflict", "duplicate", "accepted"]
+        assert [r.position for r in results[1:4]] == [
+            before.position,
+            results[0].position,
+            before.position,
+        ]
+        assert [e for _, e in await store.history("u-1")] == [a, b, c]
 
     async def test_append_change_dedupes(self, store: EventStore) -> None:
         """A PrescriptionChanged is stored once; its repeat answers duplicate, same position."""
