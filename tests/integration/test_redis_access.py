@@ -1,14 +1,16 @@
-"""Redis as shipped admits only the services' user.
+"""Redis as shipped admits only the services' user; over TLS it verifies the server.
 
-The deploy/redis profile started by its ``redis-start.sh``, as compose and
-Kubernetes start it (``tests.shipped_redis``).
+Access: the deploy/redis profile started by its ``redis-start.sh``, as
+compose and Kubernetes start it (``tests.shipped_redis``). TLS: a
+redis-server whose only port speaks TLS (``own_redis_server(tls=...)``),
+with a CA and server certificate made at test time.
 """
 
 from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,11 @@ from redis.asyncio import Redis
 from services.channels.feed import ensure_groups
 from shared.broker import broker_for
 from shared.keys import Keys
+from shared.redis_server import RedisServer, Tls
 from shared.redis_store import RedisStore, connect
 from tests.integration.events_factory import make_change, make_pain, make_started
 from tests.shipped_redis import DEPLOY, SCRIPT, USER, local_conf, shipped, start_env
+from tests.tls_certs import Authority
 
 pytestmark = pytest.mark.anyio
 PASSWORD = secrets.token_hex(32)
@@ -121,3 +125,50 @@ def test_the_compose_health_check_logs_in(shipped_port: int) -> None:
     assert subprocess.run(["sh", "-c", command], env=env, timeout=30, check=False).returncode == 0
     env["REDIS_PASSWORD"] = "wrong" * 8
     assert subprocess.run(["sh", "-c", command], env=env, timeout=30, check=False).returncode != 0
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path, own_redis_server: Callable[..., RedisServer]) -> RedisServer:
+    ca = Authority.create(tmp_path)
+    leaf = ca.issue("redis", dns=("localhost",), ips=("127.0.0.1",))
+    return own_redis_server(tls=Tls(leaf.cert, leaf.key, ca.cert))
+
+
+async def test_the_store_round_trips_over_tls_with_the_server_verified(
+    tls_redis: RedisServer,
+) -> None:
+    """rediss:// with the CA in the URL (ssl_ca_certs): certificate and host name verified."""
+    assert tls_redis.url.startswith("rediss://127.0.0.1:")
+    assert "ssl_ca_certs=" in tls_redis.url
+    client = connect(tls_redis.url)
+    try:
+        await _round_trip(client)
+    finally:
+        await client.aclose()
+    broker = broker_for(tls_redis.url)
+    async with broker:
+        await broker.connect()
+        assert await broker.ping(timeout=5)
+
+
+async def test_tls_refuses_a_server_the_ca_did_not_sign(
+    tls_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Verification is on: with another CA in the URL the connection is refused."""
+    (tmp_path / "other").mkdir()
+    other = Authority.create(tmp_path / "other")
+    url = tls_redis.url.split("?", 1)[0] + f"?ssl_ca_certs={other.cert}"
+    client = connect(url)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
+def test_a_plain_connection_to_the_tls_port_fails(tls_redis: RedisServer) -> None:
+    """redis:// (no TLS) to the TLS port gets no answer: the server speaks only TLS."""
+    plain = redis.Redis(port=tls_redis.port, socket_timeout=2)
+    refused = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    with plain, pytest.raises(refused):
+        plain.ping()
