@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import re
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import yaml
 
 from services.channels.dispatcher import GROUP as WEBHOOK_GROUP
 from services.channels.options import ChannelSettings
+from services.channels.url_safety import METADATA
 from shared.keys import Keys
 from tests.shipped_redis import shipped
 
@@ -522,3 +524,70 @@ def test_dockerignore_keeps_local_state_out_and_sources_in() -> None:
     }
     assert {".venv", ".git", ".backtrack", ".env", "**/__pycache__"} <= patterns
     assert not patterns & {"shared", "services", "pyproject.toml", "constraints.txt", "README.md"}
+
+
+def _egress_blocks() -> list[dict[str, Any]]:
+    policy = _named("NetworkPolicy", "backtrack-channels-egress")["spec"]
+    peers = [peer for rule in policy["egress"] for peer in rule["to"]]
+    return [peer["ipBlock"] for peer in peers if "ipBlock" in peer]
+
+
+def _egress_allows(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    for block in _egress_blocks():
+        if ip.version != ipaddress.ip_network(block["cidr"]).version:
+            continue
+        if ip in ipaddress.ip_network(block["cidr"]) and not any(
+            ip in ipaddress.ip_network(cidr) for cidr in block.get("except", [])
+        ):
+            return True
+    return False
+
+
+def test_channels_egress_policy_selects_the_channels_and_opens_only_what_they_need() -> None:
+    """DNS to kube-dns, Redis, and TCP 80/443 to addresses: nothing else leaves a channels pod."""
+    policy = _named("NetworkPolicy", "backtrack-channels-egress")["spec"]
+    channels = _named("Deployment", "backtrack-channels")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["podSelector"]["matchLabels"], channels)
+    for other in ("backtrack-ingest", "backtrack-prescriber"):
+        labels = _named("Deployment", other)["spec"]["template"]["metadata"]["labels"]
+        assert not _selects(policy["podSelector"]["matchLabels"], labels)
+    assert policy["policyTypes"] == ["Egress"]
+    ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert ports == {(53, "UDP"), (53, "TCP"), (6379, "TCP"), (80, "TCP"), (443, "TCP")}
+    redis_labels = _named("StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    redis_port = [{"port": 6379, "protocol": "TCP"}]
+    (redis_rule,) = [r for r in policy["egress"] if r["ports"] == redis_port]
+    assert _selects(redis_rule["to"][0]["podSelector"]["matchLabels"], redis_labels)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        *(str(a) for a in METADATA),
+        "10.96.0.1",  # a typical Service address
+        "10.244.1.7",  # a typical pod address
+        "172.20.0.5",
+        "192.168.0.10",
+        "100.64.0.1",
+        "127.0.0.1",
+        "169.254.20.10",
+        "::1",
+        "::ffff:10.0.0.1",
+        "2002:a9fe:a9fe::1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "64:ff9b:1::a00:1",
+        "fd12:3456::1",
+        "fe80::1",
+    ],
+)
+def test_channels_egress_excludes_private_and_metadata_addresses(address: str) -> None:
+    """The policy's internet rule excludes every metadata address of the code and the private
+    ranges a cluster uses, so a webhook check that failed would still be stopped."""
+    assert not _egress_allows(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "1.1.1.1", "2606:2800:220:1::1"])
+def test_channels_egress_allows_public_addresses(address: str) -> None:
+    """Public clinic endpoints remain reachable."""
+    assert _egress_allows(address)
