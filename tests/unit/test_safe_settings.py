@@ -42,6 +42,9 @@ def test_every_environment_but_development_and_test_is_strict(environment: str) 
         Settings(environment=environment, secret="k" * (MIN_SECRET_BYTES - 1))
     with pytest.raises(ValidationError, match="BACKTRACK_WEBHOOK_ALLOW_PRIVATE"):
         Settings(environment=environment, secret=STRONG, webhook_allow_private=True)
+    for previous in ((DEV_SECRET,), ("k" * (MIN_SECRET_BYTES - 1),)):
+        with pytest.raises(ValidationError, match="BACKTRACK_PREVIOUS_SECRETS"):
+            Settings(environment=environment, secret=STRONG, previous_secrets=previous)
     assert not Settings(environment=environment, secret=STRONG).is_local
 
 
