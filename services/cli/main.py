@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from services.cli import tokens
-from shared.settings import Settings
+from shared.settings import Settings, refusal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,7 +111,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         "workers": "replay_workers",
     }
     given = {field: getattr(args, flag, None) for flag, field in flags.items()}
-    return Settings(**{field: value for field, value in given.items() if value})
+    values = {field: value for field, value in given.items() if value}
+    if _local_stack(args):
+        values["environment"] = "development"
+    return Settings(**values)
+
+
+def _local_stack(args: argparse.Namespace) -> bool:
+    """``up`` and ``demo`` on the embedded Redis are local: they run as development
+    unless BACKTRACK_ENVIRONMENT says otherwise (every other command defaults to production)."""
+    embedded = not (getattr(args, "redis_url", None) or os.environ.get("BACKTRACK_REDIS_URL"))
+    return args.command in ("up", "demo") and embedded and "BACKTRACK_ENVIRONMENT" not in os.environ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--metrics-port watches a run over every user; as-of --user reads one")
     if getattr(args, "tool", None) == "as-of" and args.user and args.workers is not None:
         parser.error("--workers splits a run over every user; as-of --user reads one")
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        print(f"backtrack: {refusal(exc)}", file=sys.stderr)
+        return 1
     if args.command == "token":
         return tokens.run(settings, args)
     from shared.log import configure_logging  # noqa: PLC0415
@@ -169,6 +186,8 @@ def _up(settings: Settings) -> int:
         print(
             f"ingest   {stack.ingest_url}\nclinic   {stack.clinic_url}\nredis    {stack.redis_url}"
         )
+        if settings.is_local:
+            print("tokens   BACKTRACK_ENVIRONMENT=development backtrack token operator")
         print("Ctrl-C stops everything.", flush=True)
         return stack.wait()
     except KeyboardInterrupt:

@@ -7,11 +7,11 @@ import uvicorn
 from services.prescriber.bootstrap import create_app
 from shared.log import configure_logging
 from shared.runtime import tune_gc
-from shared.settings import Settings
+from shared.settings import Settings, load
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load(Settings)
     configure_logging()
     app = create_app(settings)
     tune_gc()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import re
+import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import yaml
 
 from services.channels.dispatcher import GROUP as WEBHOOK_GROUP
 from services.channels.options import ChannelSettings
+from services.channels.url_safety import METADATA
 from shared.keys import Keys
-from shared.redis_server import find_binary, free_port
+from tests.shipped_redis import shipped
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -234,6 +236,7 @@ def test_every_env_name_is_a_setting(compose: dict[str, Any]) -> None:
         names |= set(_pod_env(_container(deployment)))
     names |= {k for cm in _of_kind("ConfigMap") for k in cm["data"] if k.startswith("BACKTRACK_")}
     names -= {"BACKTRACK_IMAGE", "BACKTRACK_REDIS_PROFILE"}  # compose interpolation only
+    names -= {"REDIS_USERNAME", "REDIS_PASSWORD"}  # the Redis login, only within the URL
     assert names, "no settings found"
     assert names <= SETTINGS_ENV, names - SETTINGS_ENV
 
@@ -241,20 +244,29 @@ def test_every_env_name_is_a_setting(compose: dict[str, Any]) -> None:
 def _production_env(env: dict[str, Any]) -> None:
     assert env["BACKTRACK_ENVIRONMENT"] == "production"
     assert env["BACKTRACK_HOST"] == "0.0.0.0"
-    assert env["BACKTRACK_REDIS_URL"] == "redis://redis:6379/0"
 
 
 def test_kubernetes_env_is_complete_and_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each pod gets production settings, the secret from a Secret, and values Settings accepts."""
+    """Each pod gets production settings, the secret and the Redis login from Secrets (the
+    URL built from them), and values Settings accepts."""
     for deployment in _of_kind("Deployment"):
         env = _pod_env(_container(deployment))
         _production_env(env)
         ref = env["BACKTRACK_SECRET"]["secretKeyRef"]
         assert ref == {"name": "backtrack", "key": "secret"}
+        url = env["BACKTRACK_REDIS_URL"]
+        assert url == "redis://$(REDIS_USERNAME):$(REDIS_PASSWORD)@redis:6379/0"
+        for name, key in (("REDIS_USERNAME", "username"), ("REDIS_PASSWORD", "password")):
+            assert env[name]["secretKeyRef"] == {"name": "backtrack-redis", "key": key}
+        order = [item["name"] for item in _container(deployment)["env"]]
+        # Kubernetes expands $(NAME) only for variables defined earlier in the list
+        assert order.index("REDIS_PASSWORD") < order.index("BACKTRACK_REDIS_URL")
         for name, value in env.items():
-            monkeypatch.setenv(name, "s" * 48 if name == "BACKTRACK_SECRET" else value)
+            if name.startswith("BACKTRACK_"):
+                monkeypatch.setenv(name, "s" * 48 if name == "BACKTRACK_SECRET" else value)
         assert ChannelSettings().environment == "production"
-    assert not any("BACKTRACK_SECRET" in cm["data"] for cm in _of_kind("ConfigMap"))
+    for config in _of_kind("ConfigMap"):
+        assert not {"BACKTRACK_SECRET", "BACKTRACK_REDIS_URL"} & set(config["data"])
 
 
 def test_compose_env_is_complete_and_valid(
@@ -265,6 +277,8 @@ def test_compose_env_is_complete_and_valid(
         env = service["environment"]
         _production_env(env)
         assert env["BACKTRACK_SECRET"].startswith("${BACKTRACK_SECRET:?"), name
+        login = r"redis://backtrack:\$\{BACKTRACK_REDIS_PASSWORD:\?[^}]+\}@redis:6379/0"
+        assert re.fullmatch(login, env["BACKTRACK_REDIS_URL"]), name
         for key, value in env.items():
             monkeypatch.setenv(key, "s" * 48 if key == "BACKTRACK_SECRET" else str(value))
         assert ChannelSettings().environment == "production"
@@ -273,8 +287,7 @@ def test_compose_env_is_complete_and_valid(
 def test_compose_services_wait_for_a_healthy_redis(compose: dict[str, Any]) -> None:
     """Every app service starts only once Redis is healthy, and checks its own /readyz port."""
     redis_check = " ".join(compose["services"]["redis"]["healthcheck"]["test"])
-    assert "redis-cli ping" in redis_check
-    assert "PONG" in redis_check
+    assert re.search(r"REDISCLI_AUTH=\S+ redis-cli --user \S+ ping \| grep -q PONG", redis_check)
     for name, service in _app_services(compose).items():
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
         port = int(service["environment"][_env_name(PORT_SETTING[_module(service["command"])])])
@@ -302,11 +315,15 @@ def test_prescribers_run_two_behind_leases_and_a_disruption_budget(
 
 
 def test_compose_redis_uses_a_profile_file_and_a_named_volume(compose: dict[str, Any]) -> None:
-    """Redis reads a mounted deploy/redis profile (default everysec), /data in a named volume."""
+    """Redis runs a mounted deploy/redis profile (default everysec) through redis-start.sh,
+    with the password from the environment and /data in a named volume."""
     service = compose["services"]["redis"]
-    config = service["command"][-1]
-    assert service["command"] == ["redis-server", config]
+    shell, script, config = service["command"]
+    assert shell == "sh"
     mounts = {v["target"]: v for v in service["volumes"]}
+    assert mounts[script]["source"] == "./redis/redis-start.sh"
+    assert mounts[script]["read_only"] is True
+    assert service["environment"]["REDIS_PASSWORD"].startswith("${BACKTRACK_REDIS_PASSWORD:?")
     assert mounts[config]["type"] == "bind"
     assert mounts[config]["read_only"] is True
     source = mounts[config]["source"]
@@ -329,6 +346,8 @@ def test_redis_profiles_keep_the_log(profile: str) -> None:
     assert conf["aof-use-rdb-preamble"] == "yes"
     assert conf["save"] == '""'
     assert conf["dir"] == "/data"
+    assert conf["protected-mode"] == "yes"
+    assert conf["user"] == "default off"
 
 
 def test_redis_profiles_differ_only_in_fsync() -> None:
@@ -338,63 +357,46 @@ def test_redis_profiles_differ_only_in_fsync() -> None:
     assert {**everysec, "appendfsync": "always"} == always
 
 
-@pytest.fixture
-def redis_binary() -> str:
-    return find_binary()
-
-
 @contextlib.contextmanager
-def _serve(binary: str, conf: Path, tmp_path: Path) -> Iterator[redis.Redis]:
-    text = re.sub(r"(?m)^dir /data$", f"dir {tmp_path}", conf.read_text())
-    local = tmp_path / "redis.conf"
-    local.write_text(text)
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, str(local), "--port", str(port), "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, decode_responses=True)
-    try:
-        for _ in range(100):
-            if proc.poll() is not None:
-                pytest.fail(f"redis-server refused {conf.name}")
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+def _serve(profile: str, tmp_path: Path) -> Iterator[redis.Redis]:
+    """The profile started by redis-start.sh, and a client of an operator's own user
+    (the services' user may not run CONFIG)."""
+    admin = secrets.token_hex(16)
+    extra = ("--user", "admin", "on", f">{admin}", "~*", "&*", "+@all")
+    with shipped(profile, tmp_path, secrets.token_hex(32), extra) as port:
+        client = redis.Redis(port=port, username="admin", password=admin, decode_responses=True)
+        with client:
+            yield client
 
 
 @pytest.mark.parametrize("profile", ["everysec", "always"])
-def test_redis_profiles_load_in_a_real_server(
-    profile: str, redis_binary: str, tmp_path: Path
-) -> None:
+def test_redis_profiles_load_in_a_real_server(profile: str, tmp_path: Path) -> None:
     """A real redis-server starts with each profile and reports its durability settings."""
-    conf = DEPLOY / "redis" / f"redis-{profile}.conf"
-    with _serve(redis_binary, conf, tmp_path) as client:
+    with _serve(profile, tmp_path) as client:
         assert client.config_get("appendfsync")["appendfsync"] == profile
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         assert client.info("persistence")["aof_enabled"] == 1
 
 
 def test_kubernetes_redis_runs_the_everysec_profile() -> None:
-    """The Redis StatefulSet mounts a verbatim copy of redis-everysec.conf and a PVC at /data."""
-    copy = _named("ConfigMap", "redis-config")["data"]["redis.conf"]
-    original = (DEPLOY / "redis" / "redis-everysec.conf").read_text()
-    strip = "\n".join(line.rstrip() for line in copy.splitlines())
-    assert strip == "\n".join(line.rstrip() for line in original.splitlines()), (
-        "paste deploy/redis/redis-everysec.conf into deploy/k8s/base/redis.yaml"
-    )
+    """The Redis StatefulSet runs verbatim copies of redis-everysec.conf and redis-start.sh,
+    the login from the Secret backtrack-redis, and a PVC at /data."""
+    data = _named("ConfigMap", "redis-config")["data"]
+    for key, name in (("redis.conf", "redis-everysec.conf"), ("redis-start.sh", "redis-start.sh")):
+        original = (DEPLOY / "redis" / name).read_text()
+        strip = "\n".join(line.rstrip() for line in data[key].splitlines())
+        assert strip == "\n".join(line.rstrip() for line in original.splitlines()), (
+            f"paste deploy/redis/{name} into deploy/k8s/base/redis.yaml"
+        )
     statefulset = _named("StatefulSet", "redis")
     container = _container(statefulset)
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert container["command"] == ["redis-server", f"{mounts['config']}/redis.conf"]
+    config = mounts["config"]
+    assert container["command"] == ["sh", f"{config}/redis-start.sh", f"{config}/redis.conf"]
+    env = _pod_env(container)
+    assert env["REDIS_PASSWORD"]["secretKeyRef"] == {"name": "backtrack-redis", "key": "password"}
+    assert env["REDIS_USERNAME"]["secretKeyRef"] == {"name": "backtrack-redis", "key": "username"}
+    assert "REDISCLI_AUTH" in " ".join(container["readinessProbe"]["exec"]["command"])
     claims = [c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]]
     assert mounts[claims[0]] == "/data"
     assert _named("Service", "redis")["spec"]["ports"][0]["targetPort"] == 6379
@@ -468,6 +470,14 @@ def test_lag_scaler_watches_every_rx_feed_of_the_webhook_group() -> None:
     assert {t["type"] for t in triggers} == {"redis-streams"}
     assert sorted(t["metadata"]["stream"] for t in triggers) == sorted(Keys(partitions).rxfeeds())
     assert {t["metadata"]["consumerGroup"] for t in triggers} == {WEBHOOK_GROUP}
+    assert {t["authenticationRef"]["name"] for t in triggers} == {"backtrack-redis"}
+    (auth,) = _of_kind("TriggerAuthentication")
+    assert auth["metadata"]["name"] == "backtrack-redis"
+    refs = {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {
+        ("username", "backtrack-redis", "username"),
+        ("password", "backtrack-redis", "password"),
+    }
     assert all(int(t["metadata"]["lagCount"]) > 0 for t in triggers)
     namespace = yaml.safe_load((K8S / "keda" / "kustomization.yaml").read_text())["namespace"]
     assert {t["metadata"]["address"] for t in triggers} == {
@@ -514,3 +524,70 @@ def test_dockerignore_keeps_local_state_out_and_sources_in() -> None:
     }
     assert {".venv", ".git", ".backtrack", ".env", "**/__pycache__"} <= patterns
     assert not patterns & {"shared", "services", "pyproject.toml", "constraints.txt", "README.md"}
+
+
+def _egress_blocks() -> list[dict[str, Any]]:
+    policy = _named("NetworkPolicy", "backtrack-channels-egress")["spec"]
+    peers = [peer for rule in policy["egress"] for peer in rule["to"]]
+    return [peer["ipBlock"] for peer in peers if "ipBlock" in peer]
+
+
+def _egress_allows(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    for block in _egress_blocks():
+        if ip.version != ipaddress.ip_network(block["cidr"]).version:
+            continue
+        if ip in ipaddress.ip_network(block["cidr"]) and not any(
+            ip in ipaddress.ip_network(cidr) for cidr in block.get("except", [])
+        ):
+            return True
+    return False
+
+
+def test_channels_egress_policy_selects_the_channels_and_opens_only_what_they_need() -> None:
+    """DNS to kube-dns, Redis, and TCP 80/443 to addresses: nothing else leaves a channels pod."""
+    policy = _named("NetworkPolicy", "backtrack-channels-egress")["spec"]
+    channels = _named("Deployment", "backtrack-channels")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["podSelector"]["matchLabels"], channels)
+    for other in ("backtrack-ingest", "backtrack-prescriber"):
+        labels = _named("Deployment", other)["spec"]["template"]["metadata"]["labels"]
+        assert not _selects(policy["podSelector"]["matchLabels"], labels)
+    assert policy["policyTypes"] == ["Egress"]
+    ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert ports == {(53, "UDP"), (53, "TCP"), (6379, "TCP"), (80, "TCP"), (443, "TCP")}
+    redis_labels = _named("StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    redis_port = [{"port": 6379, "protocol": "TCP"}]
+    (redis_rule,) = [r for r in policy["egress"] if r["ports"] == redis_port]
+    assert _selects(redis_rule["to"][0]["podSelector"]["matchLabels"], redis_labels)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        *(str(a) for a in METADATA),
+        "10.96.0.1",  # a typical Service address
+        "10.244.1.7",  # a typical pod address
+        "172.20.0.5",
+        "192.168.0.10",
+        "100.64.0.1",
+        "127.0.0.1",
+        "169.254.20.10",
+        "::1",
+        "::ffff:10.0.0.1",
+        "2002:a9fe:a9fe::1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "64:ff9b:1::a00:1",
+        "fd12:3456::1",
+        "fe80::1",
+    ],
+)
+def test_channels_egress_excludes_private_and_metadata_addresses(address: str) -> None:
+    """The policy's internet rule excludes every metadata address of the code and the private
+    ranges a cluster uses, so a webhook check that failed would still be stopped."""
+    assert not _egress_allows(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "1.1.1.1", "2606:2800:220:1::1"])
+def test_channels_egress_allows_public_addresses(address: str) -> None:
+    """Public clinic endpoints remain reachable."""
+    assert _egress_allows(address)
