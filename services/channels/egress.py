@@ -74,16 +74,24 @@ def pinned(
 async def send(
     client: httpx.AsyncClient, target: Target, body: bytes, headers: dict[str, str]
 ) -> httpx.Response:
-    """POST to the first checked address that accepts a connection; httpx errors propagate."""
+    """POST to the first checked address that accepts a connection; httpx errors propagate.
+
+    The response is closed unread: a delivery needs only its status."""
     *others, last = target.addresses
     for address in others:
         try:
-            return await client.send(
-                pinned(client, target, address, body, headers), follow_redirects=False
-            )
+            return await _status(client, pinned(client, target, address, body, headers))
         except httpx.ConnectError:
             continue  # not connected, so nothing was sent: try the next checked address
-    return await client.send(pinned(client, target, last, body, headers), follow_redirects=False)
+    return await _status(client, pinned(client, target, last, body, headers))
+
+
+async def _status(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """The response's status and headers; its body is never read (an endpoint that
+    streams without end cannot fill the process's memory)."""
+    reply = await client.send(request, follow_redirects=False, stream=True)
+    await reply.aclose()
+    return reply
 
 
 __all__ = ["NamedPools", "pinned", "send", "webhook_client"]

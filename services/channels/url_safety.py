@@ -134,6 +134,7 @@ def _non_public(ip: IPAddress) -> bool:
         or ip.is_reserved
         or ip.is_multicast
         or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)  # fec0::/10
         or not ip.is_global
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -118,10 +119,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _local_stack(args: argparse.Namespace) -> bool:
-    """``up`` and ``demo`` on the embedded Redis are local: they run as development
-    unless BACKTRACK_ENVIRONMENT says otherwise (every other command defaults to production)."""
+    """``up`` and ``demo`` on the embedded Redis, listening on loopback only, are local:
+    they run as development unless BACKTRACK_ENVIRONMENT says otherwise (every other
+    command, and a stack reachable from the network, defaults to production)."""
     embedded = not (getattr(args, "redis_url", None) or os.environ.get("BACKTRACK_REDIS_URL"))
-    return args.command in ("up", "demo") and embedded and "BACKTRACK_ENVIRONMENT" not in os.environ
+    host = os.environ.get("BACKTRACK_HOST", "127.0.0.1")
+    return (
+        args.command in ("up", "demo")
+        and embedded
+        and _loopback(host)
+        and "BACKTRACK_ENVIRONMENT" not in os.environ
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

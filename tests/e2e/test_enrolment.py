@@ -133,7 +133,8 @@ def _until_version(stack: Stack, user: str, version: int, headers: Headers) -> d
 def _started_patient(stack: Stack, user: str, clinic: str) -> Headers:
     """Enrolled by ``clinic``, intake posted by the device, first prescription made."""
     device = _device(stack, user, clinic)
-    assert _post(stack, _started(user), device).status_code == 202
+    reply = _post(stack, _started(user), device)
+    assert reply.status_code == 202, reply.text
     _until_version(stack, user, 1, device)
     return device
 
@@ -183,12 +184,16 @@ def test_a_transfer_cuts_the_old_clinic_off_at_once(stack: Stack) -> None:
     everything = _read(stack, "en-2", _auth("operator", None), "prescriptions").json()
     assert _read(stack, "en-2", new, "prescriptions").json() == everything
     assert [c["version"] for c in everything] == [1, 2]
-    assert _read(stack, "en-2", device).status_code == 200  # the app's token still works
+    # the device token clinic-a was given is revoked; the one clinic-b got works
+    _until(lambda: _read(stack, "en-2", device).status_code == 401, "old token refused", 5)
+    app = {"Authorization": f"Bearer {moved.json()['device_token']}"}
+    assert _read(stack, "en-2", app).status_code == 200
     assert _unenrol(stack, "en-2", old) == 403
     assert _unenrol(stack, "nobody-here", old) == 403
-    assert _unenrol(stack, "en-2", device) == 403
+    assert _unenrol(stack, "en-2", app) == 403
     assert _unenrol(stack, "en-2", new) == 204
     assert _read(stack, "en-2", new).status_code == 403
+    _until(lambda: _read(stack, "en-2", app).status_code == 401, "app token refused", 5)
     assert _unenrol(stack, "en-2", new) == 403
     assert _unenrol(stack, "en-2", _auth("operator", None)) == 204
 
@@ -331,11 +336,11 @@ def _cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
 
 def test_a_change_after_a_transfer_never_reaches_the_old_clinics_stream(stack: Stack) -> None:
     """A change made after the transfer is not sent on the old clinic's open stream."""
-    device = _started_patient(stack, "sse-3", "clinic-a")
+    _started_patient(stack, "sse-3", "clinic-a")
     moved: list[float] = []
 
     def transfer_then_change() -> None:
-        assert _enrol(stack, "sse-3", "clinic-b").status_code == 201
+        device = _device(stack, "sse-3", "clinic-b")  # the app's token from its new clinic
         moved.append(time.time())
         assert _post(stack, _red_flag("sse-3"), device).status_code == 202
 

@@ -97,6 +97,18 @@ def test_up_and_demo_on_the_embedded_redis_run_as_development(
         _settings(external)
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "backtrack.example"])
+def test_a_stack_reachable_from_the_network_is_production(
+    no_backtrack_env: None, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """Listening beyond loopback, even the embedded stack demands a real secret."""
+    monkeypatch.setenv("BACKTRACK_HOST", host)
+    with pytest.raises(ValidationError, match="development secret"):
+        _settings(_parser().parse_args(["up"]))
+    monkeypatch.setenv("BACKTRACK_HOST", "::1")
+    assert _settings(_parser().parse_args(["up"])).environment == "development"
+
+
 def test_an_explicit_environment_wins_over_the_local_default(
     no_backtrack_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,6 +47,7 @@ REFUSED = {
     "::": "non-public",
     "fe80::1": "non-public",
     "fc00::1": "non-public",
+    "fec0::1": "non-public",  # site-local: Python counts it global
     **{str(address): "metadata" for address in METADATA},
 }
 PUBLIC = [

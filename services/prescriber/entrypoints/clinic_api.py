@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import PrescriptionChanged, UserId
 from shared.http_auth import PrincipalDep, authorize_read
@@ -36,10 +38,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @asynccontextmanager
 async def store_available() -> AsyncIterator[None]:
-    """Turn a store outage into 503 with Retry-After (reads are safe to retry), never 500."""
+    """Turn a store outage into 503 with Retry-After (reads are safe to retry), never 500.
+
+    Enrolments are safe to retry too: enrolling again records the same clinic.
+    """
     try:
         yield
-    except StoreUnavailable:
+    except (StoreUnavailable, RedisConnectionError, RedisTimeoutError):
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         raise HTTPException(503, "event store unavailable; retry", retry) from None
 

@@ -8,10 +8,19 @@ stream events and webhook deliveries all check the user's clinic as it is now.
 an operator may; another clinic gets 403 whether or not the user exists, as
 reads do, so clinics cannot probe. Every change is recorded with who and when
 (``EventStore.enrol``, ``unenrol``).
+
+The device token goes to the enrolling clinic, which hands it to the
+patient's app; so every enrolment and unenrolment first revokes the user's
+earlier device tokens (``shared.revocation_log``, by subject), and a clinic
+that loses the patient loses the token it was given too. Tokens carry their
+issue time in whole seconds, so the new token is issued once the cutoff's
+second is over (an enrolment answers within about a second): it is newer
+than that revocation, and older than any later one.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -22,6 +31,7 @@ from services.prescriber.entrypoints.clinic_api import Failure, StoreDep, store_
 from shared import auth
 from shared.events import UserId
 from shared.http_auth import PrincipalDep
+from shared.revocation_log import past, revoke
 
 router = APIRouter(prefix="/v1")
 log = structlog.get_logger("backtrack.enrolment")
@@ -66,11 +76,13 @@ async def enrol(
     clinic = principal.subject
     if principal.role != "clinic" or clinic is None:
         raise HTTPException(403, f"forbidden: {principal.role} tokens may not enrol")
-    async with store_available():
-        record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
-    log.info("enrolled", user_id=body.user_id, clinic_id=clinic, previous=record.previous)
     settings = request.app.state.settings
     lifetimes = settings.token_lifetimes()
+    async with store_available():
+        record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
+        cutoff = await _revoke_devices(request, body.user_id, lifetimes)
+    log.info("enrolled", user_id=body.user_id, clinic_id=clinic, previous=record.previous)
+    await past(cutoff)
     token = auth.issue("device", body.user_id, settings.secret, lifetimes=lifetimes)
     response.headers["Cache-Control"] = "no-store"  # the answer carries a bearer token
     return {"user_id": body.user_id, "clinic_id": clinic, "device_token": token}
@@ -88,7 +100,9 @@ async def enrol(
         },
     },
 )
-async def unenrol(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> Response:
+async def unenrol(
+    user_id: UserId, request: Request, principal: PrincipalDep, store: StoreDep
+) -> Response:
     """End the user's enrolment: the enrolling clinic, or an operator (whichever clinic)."""
     if principal.role == "operator":
         clinic, by = None, "operator"
@@ -101,8 +115,17 @@ async def unenrol(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> 
     if record is None and clinic is not None:
         raise HTTPException(403, "forbidden: this clinic has not enrolled that user")
     if record is not None:
+        async with store_available():
+            await _revoke_devices(request, user_id, request.app.state.settings.token_lifetimes())
         log.info("unenrolled", user_id=user_id, clinic_id=record.previous, by=by)
     return Response(status_code=204)
+
+
+async def _revoke_devices(request: Request, user_id: str, lifetimes: auth.Lifetimes) -> int:
+    """Revoke every device token of ``user_id`` issued until now; the cutoff (unix seconds)."""
+    at = time.time()
+    await revoke(request.app.state.redis, "subject", user_id, lifetimes, role="device", now=at)
+    return int(at)
 
 
 __all__ = ["EnrolmentRequest", "router"]
