@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # the clinic and channels APIs take small JSON bodies (413 past this, before parsing)
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_batch: int = Field(default=500, ge=1, le=5000)
     snapshot_every: int = Field(default=50, ge=1)
     max_deliveries: int = Field(default=5, ge=1)

@@ -47,7 +47,7 @@ valid_items = st.builds(
     _valid,
     st.uuids(),
     st.sampled_from(["RehabStarted", "PainLogged", "SessionCompleted", "OutcomeRecorded"]),
-    st.integers(0, 60 * 24 * 365),
+    st.integers(0, 60 * 24 * 29),  # a device dates events up to 30 days back
 )
 #: Valid events that a device may not write: reviews, and intakes naming a clinic that
 #: did not enrol its user.
@@ -70,6 +70,7 @@ BREAKAGES = [
     ("type", None),
     ("occurred_at", (NOW + timedelta(hours=1)).isoformat()),
     ("occurred_at", "1999-12-31T23:59:59Z"),
+    ("occurred_at", (NOW - timedelta(days=31)).isoformat()),
     ("occurred_at", "2026-01-01T00:00:00"),
     ("sessions_per_week", 8),
     ("extra_field", "x" * 10_000),
