@@ -8,10 +8,8 @@ channels port, and the two count together.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -56,18 +54,9 @@ def _auth(role: str, subject: str) -> dict[str, str]:
 
 
 def _enrol(stack: Stack, user: str, clinic: str) -> None:
-    at = datetime.now(UTC) - timedelta(hours=1)
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "type": "RehabStarted",
-        "user_id": user,
-        "occurred_at": at.isoformat(),
-        "onset_date": str(at.date()),
-        "cause": "gradual",
-        "clinic_id": clinic,
-    }
-    reply = httpx.post(f"{stack.ingest_url}/v1/events", json=event, headers=_auth("device", user))
-    assert reply.status_code == 202
+    url = f"{stack.clinic_url}/v1/enrolments"
+    reply = httpx.post(url, json={"user_id": user}, headers=_auth("clinic", clinic), timeout=10)
+    assert reply.status_code == 201, reply.text
 
 
 def _open(streams: ExitStack, base: str, user: str, headers: dict[str, str]) -> httpx.Response:
