@@ -160,7 +160,7 @@ __all__ = [
     "authorize_read",
     "bearer",
     "build_verifier",
-    "revocations_watched",
     "charge",
+    "revocations_watched",
     "verifier",
 ]
