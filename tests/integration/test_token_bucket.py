@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -19,6 +21,7 @@ from shared.rate_limit import (
 from shared.redis_store import connect
 from shared.store import StoreUnavailable
 from tests.redis_server import RedisServer
+from tests.shipped_redis import USER, shipped
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +147,24 @@ async def test_buckets_are_per_token_and_scope() -> None:
     """Keys name the scope and the token's jti; a jti-less token its role and subject."""
     assert bucket_key("ingest", _device("j1")) == "bt:rate:ingest:j1"
     assert bucket_key("api", Principal("operator", None)) == "bt:rate:api:operator.-"
+
+
+async def test_the_shipped_redis_user_may_run_the_limits(tmp_path: Path) -> None:
+    """Logged in as the services' ACL user of deploy/redis, buckets and stream slots work."""
+    from services.channels.slots import StreamSlots  # noqa: PLC0415 - the API's other counter
+
+    password = secrets.token_hex(16)
+    with shipped("everysec", tmp_path, password) as port:
+        client = connect(f"redis://{USER}:{password}@127.0.0.1:{port}/0")
+        try:
+            buckets = TokenBuckets(client, "api", {"device": Rate(per_second=1, burst=1)})
+            await buckets.take(_device("acl"))
+            with pytest.raises(RateLimited):
+                await buckets.take(_device("acl"))
+            slots = StreamSlots(client, lease_seconds=30)
+            slot = await slots.take("clinic:acl", 1)
+            assert slot is not None
+            assert await slots.take("clinic:acl", 1) is None
+            await slot.release()
+        finally:
+            await client.aclose()
