@@ -16,6 +16,14 @@ held, plus the refill since, is an upper bound: this process refuses a
 request above that bound without asking Redis again, so a flood from one
 token costs a round trip per refill rather than one per request. A Redis
 failure is ``StoreUnavailable`` (callers answer 503), never a silent pass.
+
+The other way round, a process may take up to ``ahead_seconds`` of a role's
+refill ahead of a token's requests and spend it without asking Redis: an
+operator's import or a benchmark posting single events costs a round trip
+per thousand of them, not per event. Tokens taken ahead are gone from the
+bucket (so nothing is ever let through beyond it); those a process does not
+spend are lost when it stops, and refill. For devices and clinics that share
+is under one or about one token, so their count stays exact or nearly.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import time
 from dataclasses import dataclass
 from hashlib import sha1
 from importlib.resources import files
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +76,8 @@ class RateLimits(BaseSettings):
     api_device: Rate = Rate(per_second=20, burst=200)
     api_clinic: Rate = Rate(per_second=50, burst=1_000)
     api_operator: Rate = Rate(per_second=500, burst=5_000)
+    #: how much of a role's refill a process may take ahead (whole tokens only)
+    ahead_seconds: float = Field(default=0.05, ge=0, le=1)
 
     def ingest(self) -> dict[Role, Rate]:
         """Events per role."""
@@ -81,6 +91,11 @@ class RateLimits(BaseSettings):
         """Requests per role."""
         return {"device": self.api_device, "clinic": self.api_clinic, "operator": self.api_operator}
 
+    def buckets(self, redis: Redis, scope: Literal["ingest", "api"]) -> TokenBuckets:
+        """A process's buckets of ``scope``: events (ingest) or requests (api) per token."""
+        rates = self.ingest() if scope == "ingest" else self.api()
+        return TokenBuckets(redis, scope, rates, self.ahead_seconds)
+
 
 class RateLimited(Exception):  # noqa: N818 - names the answer (429), not a failure
     """Over the token's rate limit: retry after ``retry_after`` whole seconds."""
@@ -92,12 +107,18 @@ class RateLimited(Exception):  # noqa: N818 - names the answer (429), not a fail
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """The script's answer: taken or not, how long until it could be, the tokens left."""
+    """The script's answer: tokens taken, how long until they could be, the tokens left."""
 
-    taken: bool
+    #: the cost and any tokens taken ahead; 0 when refused
+    taken: int
+    #: 0 when taken, else how long until the bucket holds the cost
     wait_ms: int
     #: tokens the bucket holds after this request, rounded down to thousandths
     left: float
+
+    @property
+    def ok(self) -> bool:
+        return self.wait_ms == 0
 
 
 def bucket_key(scope: str, principal: Principal) -> str:
@@ -106,9 +127,15 @@ def bucket_key(scope: str, principal: Principal) -> str:
     return f"{PREFIX}:rate:{scope}:{who}"
 
 
-async def take(redis: Redis, key: str, rate: Rate, cost: int, now_ms: int | None = None) -> Taken:
-    """Take ``cost`` tokens from the bucket at ``key`` if it holds them (``now_ms``: for tests)."""
-    args: list[Any] = [key, rate.per_second, rate.burst, cost, "" if now_ms is None else now_ms]
+async def take(
+    redis: Redis, key: str, rate: Rate, cost: int, *, ahead: int = 0, now_ms: int | None = None
+) -> Taken:
+    """Take ``cost`` tokens from the bucket at ``key`` if it holds them, and up to ``ahead`` more.
+
+    ``now_ms`` (tests) stands in for Redis's clock.
+    """
+    when = "" if now_ms is None else now_ms
+    args: list[Any] = [key, rate.per_second, rate.burst, cost, when, ahead]
     reply: Any
     try:
         try:
@@ -118,18 +145,24 @@ async def take(redis: Redis, key: str, rate: Rate, cost: int, now_ms: int | None
             reply = await redis.evalsha(BUCKET_SHA, 1, *args)
     except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"rate limit unavailable: {type(exc).__name__}: {exc}") from exc
-    return Taken(bool(reply[0]), int(reply[1]), int(reply[2]) / 1000)
+    return Taken(int(reply[0]), int(reply[1]), int(reply[2]) / 1000)
 
 
 class TokenBuckets:
     """The buckets of one scope (``ingest`` or ``api``), with ``rates`` per role."""
 
-    def __init__(self, redis: Redis, scope: str, rates: dict[Role, Rate]) -> None:
+    def __init__(
+        self, redis: Redis, scope: str, rates: dict[Role, Rate], ahead_seconds: float = 0.0
+    ) -> None:
         self.redis = redis
         self.scope = scope
         self.rates = rates
+        #: whole tokens taken ahead per role
+        self.ahead = {role: int(rate.per_second * ahead_seconds) for role, rate in rates.items()}
         #: bucket key -> (at most this many tokens left, monotonic time the question was sent)
         self._last: dict[str, tuple[float, float]] = {}
+        #: bucket key -> tokens this process took ahead and has not spent
+        self._held: dict[str, int] = {}
 
     async def take(self, principal: Principal, cost: int = 1) -> None:
         """Take ``cost`` tokens from the principal's bucket, or raise RateLimited (taking none).
@@ -141,14 +174,20 @@ class TokenBuckets:
         if cost > rate.burst:
             raise ValueError(f"a cost of {cost} exceeds the {principal.role} burst {rate.burst}")
         key = bucket_key(self.scope, principal)
+        held = self._held.get(key, 0)
+        if held >= cost:
+            self._held[key] = held - cost
+            return
         asked = time.monotonic()
         most = self._most(key, rate, asked)
         if most < cost:
             raise RateLimited(_seconds((cost - most) / rate.per_second))
-        answer = await take(self.redis, key, rate, cost)
+        answer = await take(self.redis, key, rate, cost, ahead=self.ahead[principal.role])
         self._remember(key, answer.left + 0.001, asked)  # left was rounded down
-        if not answer.taken:
+        if not answer.ok:
             raise RateLimited(_seconds(answer.wait_ms / 1000))
+        if answer.taken > cost:
+            self._hold(key, held + answer.taken - cost)
 
     def refuses(self, principal: Principal) -> int | None:
         """Retry-After if this process knows the principal's bucket lacks even one token."""
@@ -163,6 +202,11 @@ class TokenBuckets:
             return rate.burst
         left, at = last
         return min(rate.burst, left + (now - at) * rate.per_second)
+
+    def _hold(self, key: str, tokens: int) -> None:
+        if len(self._held) >= REMEMBERED and key not in self._held:
+            self._held.clear()  # tokens taken ahead and never spent simply refill
+        self._held[key] = tokens
 
     def _remember(self, key: str, left: float, at: float) -> None:
         if len(self._last) >= REMEMBERED and key not in self._last:

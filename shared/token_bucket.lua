@@ -7,17 +7,21 @@
 -- ARGV[3]  cost: tokens this request takes (0 <= cost <= burst)
 -- ARGV[4]  now in milliseconds; when empty, the server's clock (TIME), so
 --          every process counts on one clock
+-- ARGV[5]  ahead: whole tokens the caller would also take, if the bucket holds
+--          them beyond `cost`, to spend on its next requests (empty: none)
 --
--- A bucket that does not exist is full. The request takes `cost` tokens if the
--- bucket holds that many, else it takes nothing. Returns {taken, wait_ms,
--- left}: taken is 1 or 0; wait_ms how long until the bucket holds `cost` (0 if
--- taken); left the tokens it holds now, in thousandths, rounded down. The key
--- expires when the bucket would be full again, so idle buckets vanish (and a
--- full one is not stored at all).
+-- A bucket that does not exist is full. The request takes `cost` tokens (and
+-- up to `ahead` more) if the bucket holds `cost`, else it takes nothing.
+-- Returns {taken, wait_ms, left}: taken is how many it took (0: refused);
+-- wait_ms how long until the bucket holds `cost` (0 if taken); left the tokens
+-- it holds now, in thousandths, rounded down. The key expires when the bucket
+-- would be full again, so idle buckets vanish (and a full one is not stored at
+-- all).
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
+local ahead = tonumber(ARGV[5]) or 0
 if not now then
   local clock = redis.call('TIME')
   now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -35,8 +39,8 @@ end
 
 local taken, wait_ms = 0, 0
 if tokens >= cost then
-  tokens = tokens - cost
-  taken = 1
+  taken = cost + math.max(0, math.min(ahead, math.floor(tokens - cost)))
+  tokens = tokens - taken
 else
   wait_ms = math.ceil((cost - tokens) * 1000 / rate)
 end

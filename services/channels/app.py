@@ -33,7 +33,7 @@ from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
-from shared.rate_limit import RateLimits, TokenBuckets
+from shared.rate_limit import RateLimits
 from shared.redis_store import RedisStore, connect, ping
 
 log = structlog.get_logger(__name__)
@@ -50,7 +50,7 @@ def mount(
     app.state.channel_settings = settings
     app.state.redis = redis
     app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds)
-    app.state.request_limits = TokenBuckets(redis, "api", (rates or RateLimits()).api())
+    app.state.request_limits = (rates or RateLimits()).buckets(redis, "api")
 
 
 async def _sweep_forever(

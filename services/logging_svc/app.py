@@ -314,7 +314,7 @@ def create_app(
                 ingest.redis, partitions=settings.partitions, dedupe_ttl=settings.dedupe_ttl_seconds
             )
         if ingest.redis is not None:
-            ingest.buckets = TokenBuckets(ingest.redis, "ingest", ingest.rates.ingest())
+            ingest.buckets = ingest.rates.buckets(ingest.redis, "ingest")
         _log.info("ingest_started", partitions=settings.partitions, max_batch=settings.max_batch)
         try:
             async with contextlib.AsyncExitStack() as watching:

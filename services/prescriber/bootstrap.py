@@ -41,7 +41,7 @@ from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
-from shared.rate_limit import RateLimits, TokenBuckets
+from shared.rate_limit import RateLimits
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
 from shared.streams import ensure_groups
@@ -98,7 +98,7 @@ def create_app(
         )
         subscribe_log_channel(broker, keys, name)
         app.state.store, app.state.redis = store, redis
-        app.state.request_limits = TokenBuckets(redis, "api", rates.api())
+        app.state.request_limits = rates.buckets(redis, "api")
         await ensure_groups(redis, keys.feeds(), GROUP)
         await ensure_groups(redis, keys.rxfeeds(), LOG_GROUP)
         async with broker:

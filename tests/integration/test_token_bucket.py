@@ -32,30 +32,30 @@ TWO_PER_SECOND = Rate(per_second=2, burst=5)
 async def test_a_fresh_bucket_allows_its_burst_then_refuses(redis: Redis) -> None:
     """A new bucket is full: five at once are taken, the sixth waits half a second."""
     first = await take(redis, KEY, TWO_PER_SECOND, 5, now_ms=10_000)
-    assert (first.taken, first.wait_ms, first.left) == (True, 0, 0.0)
+    assert (first.ok, first.taken, first.wait_ms, first.left) == (True, 5, 0, 0.0)
     refused = await take(redis, KEY, TWO_PER_SECOND, 1, now_ms=10_000)
-    assert (refused.taken, refused.wait_ms, refused.left) == (False, 500, 0.0)
+    assert (refused.ok, refused.taken, refused.wait_ms, refused.left) == (False, 0, 500, 0.0)
 
 
 async def test_tokens_refill_at_the_rate_up_to_the_burst(redis: Redis) -> None:
     """1.25 s after emptying, 2.5 tokens are back; after an hour, no more than the burst."""
     await take(redis, KEY, TWO_PER_SECOND, 5, now_ms=0)
     two = await take(redis, KEY, TWO_PER_SECOND, 2, now_ms=1_250)
-    assert (two.taken, two.left) == (True, 0.5)
+    assert (two.ok, two.left) == (True, 0.5)
     short = await take(redis, KEY, TWO_PER_SECOND, 1, now_ms=1_250)
-    assert (short.taken, short.wait_ms) == (False, 250)
+    assert (short.ok, short.wait_ms) == (False, 250)
     later = await take(redis, KEY, TWO_PER_SECOND, 0, now_ms=3_600_000)
     assert later.left == 5.0
-    assert (await take(redis, KEY, TWO_PER_SECOND, 5, now_ms=3_600_000)).taken
-    assert not (await take(redis, KEY, TWO_PER_SECOND, 1, now_ms=3_600_000)).taken
+    assert (await take(redis, KEY, TWO_PER_SECOND, 5, now_ms=3_600_000)).ok
+    assert not (await take(redis, KEY, TWO_PER_SECOND, 1, now_ms=3_600_000)).ok
 
 
 async def test_a_refused_request_takes_nothing_and_says_when(redis: Redis) -> None:
     """Four asked of three: refused, 500 ms to wait, the three still there for a smaller ask."""
     await take(redis, KEY, TWO_PER_SECOND, 2, now_ms=0)
     refused = await take(redis, KEY, TWO_PER_SECOND, 4, now_ms=0)
-    assert (refused.taken, refused.wait_ms, refused.left) == (False, 500, 3.0)
-    assert (await take(redis, KEY, TWO_PER_SECOND, 3, now_ms=0)).taken
+    assert (refused.ok, refused.taken, refused.wait_ms, refused.left) == (False, 0, 500, 3.0)
+    assert (await take(redis, KEY, TWO_PER_SECOND, 3, now_ms=0)).ok
 
 
 async def test_buckets_expire_when_full_again(redis: Redis) -> None:
@@ -64,17 +64,28 @@ async def test_buckets_expire_when_full_again(redis: Redis) -> None:
     ttl = await redis.pttl(KEY)
     assert 1_400 < ttl <= 1_500  # three tokens at two per second
     await redis.delete(KEY)
-    assert (await take(redis, KEY, TWO_PER_SECOND, 0)).taken
+    assert (await take(redis, KEY, TWO_PER_SECOND, 0)).ok
     assert not await redis.exists(KEY)
 
 
 async def test_without_a_time_the_server_clock_counts(redis: Redis) -> None:
     """Called as the services call it (Redis's TIME), a slow bucket refuses its third token."""
     slow = Rate(per_second=0.001, burst=2)
-    assert (await take(redis, KEY, slow, 2)).taken
+    assert (await take(redis, KEY, slow, 2)).ok
     refused = await take(redis, KEY, slow, 1)
-    assert not refused.taken
+    assert not refused.ok
     assert 999_000 <= refused.wait_ms <= 1_000_000
+
+
+async def test_tokens_taken_ahead_are_whole_and_only_what_is_there(redis: Redis) -> None:
+    """Two asked with three ahead: five of ten taken; of three, all three; of one, none."""
+    ten = Rate(per_second=1, burst=10)
+    assert (await take(redis, KEY, ten, 2, ahead=3, now_ms=0)).taken == 5
+    await take(redis, KEY, ten, 2, now_ms=0)
+    three = await take(redis, KEY, ten, 2, ahead=3, now_ms=0)
+    assert (three.taken, three.left) == (3, 0.0)
+    none = await take(redis, KEY, ten, 2, ahead=3, now_ms=1_000)
+    assert (none.ok, none.taken, none.left) == (False, 0, 1.0)
 
 
 def _device(jti: str) -> Principal:
@@ -118,6 +129,21 @@ async def test_a_known_empty_bucket_refuses_without_asking_redis(redis: Redis) -
     assert await _evalsha_calls(redis) == calls
     assert buckets.refuses(_device("f")) is not None
     assert buckets.refuses(_device("other")) is None
+
+
+async def test_a_process_spends_what_it_took_ahead_without_asking_redis(redis: Redis) -> None:
+    """At 100 a second with 50 ms ahead, one call takes 6 and the next five ask nothing."""
+    buckets = TokenBuckets(
+        redis, "ingest", {"operator": Rate(per_second=100, burst=1_000)}, ahead_seconds=0.05
+    )
+    operator = Principal("operator", None, "op")
+    await buckets.take(operator)
+    calls = await _evalsha_calls(redis)
+    for _ in range(5):
+        await buckets.take(operator)
+    assert await _evalsha_calls(redis) == calls
+    await buckets.take(operator)
+    assert await _evalsha_calls(redis) == calls + 1
 
 
 async def test_a_cost_above_the_burst_is_a_programming_error(redis: Redis) -> None:
