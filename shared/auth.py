@@ -76,10 +76,16 @@ class InvalidToken(ValueError):  # noqa: N818 - the contract's name, used by cal
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a verified token speaks for: a role and its subject (user, clinic or None)."""
+    """Who a verified token speaks for: a role and its subject (user, clinic or None).
+
+    ``jti`` is the token's own id (every verified token has one; None for a
+    principal built by hand): what per-token limits count by. It is not part
+    of who the token speaks for, so two tokens of one subject compare equal.
+    """
 
     role: Role
     subject: str | None
+    jti: str | None = field(default=None, compare=False)
 
     def writes(self, event_type: str) -> bool:
         """Whether this role may write events of ``event_type`` at all (for some user)."""
@@ -316,7 +322,7 @@ def _claims(payload: object, now: float, lifetimes: Lifetimes, legacy: bool) -> 
         raise InvalidToken("token expired")
     if iat > now + CLOCK_SKEW:
         raise InvalidToken("token issued in the future")
-    return Claims(Principal(role, subject), iat, exp, jti)
+    return Claims(Principal(role, subject, jti), iat, exp, jti)
 
 
 class RevocationCheck(Protocol):

@@ -12,6 +12,12 @@ request first asks the watcher to catch up at once; if Redis does not answer,
 the token is answered 503 with ``Retry-After`` (fail closed,
 ``shared.revocations``).
 Read scopes (invariant 9) are checked here too, on every request.
+
+An app that counts requests per token (the clinic and channels APIs) puts
+its ``rate_limit.TokenBuckets`` in ``state.request_limits``: each
+authenticated request then takes one token, and a token over its limit gets
+429 with ``Retry-After`` (503 with ``Retry-After`` if Redis cannot say). The
+ingest counts events instead, in its handlers.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from shared import auth
+from shared.rate_limit import RateLimited, TokenBuckets
 from shared.revocation_log import RevocationWatcher
 from shared.revocations import Revocations, RevocationsStale
 from shared.settings import Settings
-from shared.store import EventStore
+from shared.store import EventStore, StoreUnavailable
 
 RETRY_AFTER_SECONDS = 1
 
@@ -100,15 +107,34 @@ class BearerAuth(SecurityBase):
 
     async def __call__(self, request: Request) -> auth.Principal:
         # async: a sync dependency would cost a thread-pool hop per request
-        check, header = verifier(request), request.headers.get("authorization")
-        try:
-            return authenticate(check, header)
-        except HTTPException as exc:
-            watcher = getattr(request.app.state, "revocation_watcher", None)
-            if exc.status_code != 503 or watcher is None:
-                raise
-        await watcher.catch_up()  # the view was stale: read now rather than at the next retry
+        principal = await _principal(request)
+        buckets: TokenBuckets | None = getattr(request.app.state, "request_limits", None)
+        if buckets is not None:
+            await charge(buckets, principal)
+        return principal
+
+
+async def _principal(request: Request) -> auth.Principal:
+    check, header = verifier(request), request.headers.get("authorization")
+    try:
         return authenticate(check, header)
+    except HTTPException as exc:
+        watcher = getattr(request.app.state, "revocation_watcher", None)
+        if exc.status_code != 503 or watcher is None:
+            raise
+    await watcher.catch_up()  # the view was stale: read now rather than at the next retry
+    return authenticate(check, header)
+
+
+async def charge(buckets: TokenBuckets, principal: auth.Principal, cost: int = 1) -> None:
+    """Take ``cost`` from the principal's bucket; HTTPException 429 (or 503) if it cannot."""
+    try:
+        await buckets.take(principal, cost)
+    except RateLimited as exc:
+        raise HTTPException(429, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    except StoreUnavailable:
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        raise HTTPException(503, "rate limits unavailable; retry", retry) from None
 
 
 bearer = BearerAuth("A device, clinic or operator token (backtrack token).")
@@ -134,6 +160,7 @@ __all__ = [
     "authorize_read",
     "bearer",
     "build_verifier",
+    "charge",
     "revocations_watched",
     "verifier",
 ]

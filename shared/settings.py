@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     dedupe_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # the clinic and channels APIs take small JSON bodies (413 past this, before parsing)
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_batch: int = Field(default=500, ge=1, le=5000)
     snapshot_every: int = Field(default=50, ge=1)
     max_deliveries: int = Field(default=5, ge=1)
@@ -83,6 +85,11 @@ class Settings(BaseSettings):
     # an open SSE stream re-checks its token and read scope before every event and at
     # least this often, and closes when either no longer holds
     sse_recheck: float = Field(default=2.0, gt=0.0, le=60.0)
+    # open SSE streams counted in Redis across processes: per clinic (operators share
+    # one such pool) and per device user; a killed process's streams age out after the lease
+    sse_max_streams_per_clinic: int = Field(default=100, ge=1)
+    sse_max_streams_per_user: int = Field(default=5, ge=1)
+    sse_lease_seconds: float = Field(default=30.0, ge=1.0)
 
     @field_validator("environment", mode="before")
     @classmethod

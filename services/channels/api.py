@@ -10,6 +10,10 @@ an unknown id does. The SSE stream has the scopes of the reads, checked when
 it opens and again before every event and every ``sse_recheck`` seconds: the
 token (expiry) and the user's clinic as it is now (a transfer ends the old
 clinic's stream).
+
+Open streams are capped twice: per owner across every process (a clinic, a
+device's user, the operators; ``slots``), 429 with ``Retry-After`` past it;
+and per process (``sse_max_streams``: each holds a Redis connection), 503.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from redis.asyncio import Redis
 
 from services.channels.dispatcher import log_key
 from services.channels.options import ChannelSettings, channel_settings
+from services.channels.slots import StreamSlots, owner_of
 from services.channels.sse import LAST_ID, Access, SseStreams, events
 from services.channels.subscriptions import (
     Subscription,
@@ -42,7 +47,15 @@ from shared.http_auth import PrincipalDep, authenticate, authorize_read, verifie
 from shared.store import EventStore, StoreUnavailable
 from shared.streams import START
 
-router = APIRouter(prefix="/v1")
+#: Seconds a client is asked to wait when no stream can be opened now.
+STREAM_RETRY_AFTER = 5
+router = APIRouter(
+    prefix="/v1",
+    responses={
+        413: {"description": "Body larger than the configured limit (api_max_body_bytes)."},
+        429: {"description": "Over the token's rate limit, or its owner's open streams cap."},
+    },
+)
 log = structlog.get_logger("backtrack.channel.sse")
 
 
@@ -192,9 +205,18 @@ async def stream(
     if not LAST_ID.fullmatch(after):
         raise HTTPException(400, "Last-Event-ID must be a stream id like 1700000000000-0")
     settings = _options(request)
+    retry = {"Retry-After": str(STREAM_RETRY_AFTER)}
+    owner, cap = owner_of(principal, settings)
+    try:
+        slot = await _slots(request, settings).take(owner, cap)
+    except StoreUnavailable:
+        raise HTTPException(503, "stream slots unavailable; retry", retry) from None
+    if slot is None:
+        raise HTTPException(429, f"this token's owner has {cap} streams open", retry)
     streams: SseStreams = _streams(request, settings)
     if not streams.admit():
-        raise HTTPException(503, "too many open streams", {"Retry-After": "5"})
+        await slot.release()
+        raise HTTPException(503, "too many open streams", retry)
     key = request.app.state.store.keys.rx(user_id)
     access = _access(request, user_id, store)
 
@@ -205,10 +227,11 @@ async def stream(
             settings.sse_recheck,
         )
         try:
-            async for chunk in events(
-                request, redis, key, after, heartbeat, access=access, recheck=recheck
-            ):
-                yield chunk
+            async with slot.held():
+                async for chunk in events(
+                    request, redis, key, after, heartbeat, access=access, recheck=recheck
+                ):
+                    yield chunk
         finally:
             streams.leave()
 
@@ -242,6 +265,14 @@ def _streams(request: Request, settings: ChannelSettings) -> SseStreams:
         state.sse_streams = SseStreams(settings.sse_max_streams)
     streams: SseStreams = state.sse_streams
     return streams
+
+
+def _slots(request: Request, settings: ChannelSettings) -> StreamSlots:
+    state = request.app.state
+    if getattr(state, "stream_slots", None) is None:
+        state.stream_slots = StreamSlots(state.redis, settings.sse_lease_seconds)
+    slots: StreamSlots = state.stream_slots
+    return slots
 
 
 __all__ = ["SubscriptionRequest", "router"]

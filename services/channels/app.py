@@ -4,6 +4,8 @@
 The lifespan runs a FastStream broker with one batch subscriber per rx feed
 (group ``channel-webhook``), the dispatcher's retry loop, a sweeper for rx
 feed entries a dead consumer left pending and the revocation watcher.
+Request bodies are capped (``api_max_body_bytes``) before anything reads
+them, and each token's requests are counted (``RateLimits.api_*``).
 """
 
 from __future__ import annotations
@@ -27,20 +29,28 @@ from services.channels.feed import ensure_groups, subscribe_webhook_channel, swe
 from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
 from shared import tasks
+from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
+from shared.rate_limit import RateLimits
 from shared.redis_store import RedisStore, connect, ping
 
 log = structlog.get_logger(__name__)
 
 
-def mount(app: FastAPI, settings: ChannelSettings, redis: Redis) -> None:
-    """Wire the router's state onto ``app`` (tests compose apps with this too)."""
+def mount(
+    app: FastAPI, settings: ChannelSettings, redis: Redis, rates: RateLimits | None = None
+) -> None:
+    """Wire the router's state onto ``app`` (tests compose apps with this too).
+
+    ``rates`` (default: from the environment) limit each token's requests.
+    """
     app.state.settings = settings
     app.state.channel_settings = settings
     app.state.redis = redis
     app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds)
+    app.state.request_limits = (rates or RateLimits()).buckets(redis, "api")
 
 
 async def _sweep_forever(
@@ -86,6 +96,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = WebhookMetrics()
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

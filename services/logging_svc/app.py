@@ -17,7 +17,15 @@ Invariant 9: ``writers`` says who may write what (devices their own user,
 clinics their users, each role only its event types; a device's RehabStarted
 names no clinic or the one that enrolled it). The store is asked for a user's
 clinic only when ``writers.needs_clinic`` says so, so a device's pain log stays
-one round trip. Only operators' writes may enrol a user (``enrols``).
+one round trip to the store. Only operators' writes may enrol a user (``enrols``).
+
+Limits: ``shared.body_limit.BodyLimit`` refuses bodies over ``max_body_bytes``
+(413) before anything reads them; each token's bucket (``shared.rate_limit``,
+``RateLimits.ingest_*``) pays one token per event, taken before anything is
+stored: a single event before its body is read, a batch of n once its items
+are counted, all n or the whole request is 429 with ``Retry-After``. That is
+one more Redis round trip per request. How far back an event may be dated
+depends on the role (``IngestLimits``).
 """
 
 from __future__ import annotations
@@ -42,8 +50,10 @@ from services.logging_svc.metrics import Metrics
 from services.logging_svc.writers import Forbidden, admit, needs_clinic
 from shared import auth
 from shared.access_log import CanonicalLog
+from shared.body_limit import BodyLimit
 from shared.events import Input
 from shared.http_auth import PrincipalDep, revocations_watched
+from shared.rate_limit import RateLimited, RateLimits, TokenBuckets
 from shared.settings import Settings
 from shared.store import Appended, EventStore, StoreUnavailable
 
@@ -61,6 +71,9 @@ class Ingest:
     store: EventStore | None = None
     redis: Any = None
     limits: IngestLimits = field(default_factory=IngestLimits)
+    rates: RateLimits = field(default_factory=RateLimits)
+    #: events per token; None without a Redis client (an in-memory store counts nothing)
+    buckets: TokenBuckets | None = None
 
     def event(self, raw: Any, window: Window, prefix: tuple[str | int, ...] = ("body",)) -> Input:
         """A valid input event dated within the ingest ``window``, or Rejected."""
@@ -68,9 +81,9 @@ class Ingest:
         window.check(event, prefix)
         return event
 
-    def window(self) -> Window:
-        """The ingest window around the server clock now."""
-        return Window.around(datetime.now(UTC), self.limits)
+    def window(self, role: auth.Role) -> Window:
+        """The ingest window for ``role`` around the server clock now."""
+        return Window.around(datetime.now(UTC), self.limits, role)
 
 
 def _ingest(request: Request) -> Ingest:
@@ -79,11 +92,6 @@ def _ingest(request: Request) -> Ingest:
 
 
 IngestDep = Annotated[Ingest, Depends(_ingest)]
-
-
-async def _body(ingest: Ingest, request: Request) -> bytes:
-    length = request.headers.get("content-length", "")
-    return await read_body(request.receive, length, ingest.settings.max_body_bytes)
 
 
 def _unavailable(ingest: Ingest, exc: Exception, count: int) -> HTTPException:
@@ -99,6 +107,28 @@ def _unavailable(ingest: Ingest, exc: Exception, count: int) -> HTTPException:
         "event store unavailable; retry (appends are idempotent by event_id)",
         {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+def _rate_limited(ingest: Ingest, retry_after: int, count: int) -> HTTPException:
+    """The 429 for a token over its limit; ``count`` events were not stored."""
+    ingest.metrics.count("rate_limited", count)
+    return HTTPException(
+        429,
+        f"rate limit exceeded for this token; retry after {retry_after} s",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+async def _take(ingest: Ingest, principal: auth.Principal, count: int) -> None:
+    """Take ``count`` events from the token's bucket, or raise 429 (or 503) storing nothing."""
+    if ingest.buckets is None or count == 0:
+        return
+    try:
+        await ingest.buckets.take(principal, count)
+    except RateLimited as exc:
+        raise _rate_limited(ingest, exc.retry_after, count) from None
+    except Exception as exc:
+        raise _unavailable(ingest, exc, count) from None
 
 
 async def _append(
@@ -145,9 +175,10 @@ async def post_event(request: Request, principal: PrincipalDep) -> Response:
     ingest = _ingest(request)
     log_fields = request.state.log_fields
     log_fields["count"] = 1
-    body = await _body(ingest, request)
+    await _take(ingest, principal, 1)
+    body = await read_body(request.receive)
     try:
-        event = ingest.event(parse_json(body), ingest.window())
+        event = ingest.event(parse_json(body), ingest.window(principal.role))
         clinic = None
         if needs_clinic(principal, event):
             clinic = await _clinic(ingest, event.user_id, {}, 1)
@@ -172,7 +203,7 @@ async def _check_items(
 ) -> tuple[list[tuple[int, Input]], dict[int, str]]:
     valid: list[tuple[int, Input]] = []
     errors: dict[int, str] = {}
-    window = ingest.window()
+    window = ingest.window(principal.role)
     clinics: dict[str, str | None] = {}
     for index, item in enumerate(items):
         try:
@@ -192,12 +223,16 @@ async def post_batch(request: Request, principal: PrincipalDep) -> Response:
     """Store each valid event the token may write; a bad item does not reject the others."""
     ingest = _ingest(request)
     log_fields = request.state.log_fields
-    body = await _body(ingest, request)
+    retry_after = ingest.buckets.refuses(principal) if ingest.buckets else None
+    if retry_after is not None:  # not even one token left: refused before reading the body
+        raise _rate_limited(ingest, retry_after, 0)
+    body = await read_body(request.receive)
     try:
         items = batch_items(parse_json(body), ingest.settings.max_batch)
     except Rejected as exc:
         raise HTTPException(422, exc.detail) from None
     log_fields["count"] = len(items)
+    await _take(ingest, principal, len(items))
     valid, errors = await _check_items(items, principal, ingest)
     appended = await _append(ingest, [e for _, e in valid], principal) if valid else []
     ingest.metrics.count_appended(appended)
@@ -244,6 +279,7 @@ def create_app(
     store: EventStore | None = None,
     redis: Any = None,
     limits: IngestLimits | None = None,
+    rates: RateLimits | None = None,
 ) -> FastAPI:
     """The ingest app. With no ``store``, the lifespan builds a ``RedisStore``.
 
@@ -252,9 +288,15 @@ def create_app(
     ``redis`` client also backs ``/readyz``. Connecting is lazy: the app
     starts while Redis is down and answers 503 until it is back. ``limits``
     (default: from the environment) bounds how far ``occurred_at`` may stray
-    from the server clock.
+    from the server clock; ``rates`` (default: from the environment) are the
+    events per token, counted in Redis whenever there is a Redis client.
+    Raises ValueError if a role's burst is smaller than ``max_batch``.
     """
-    ingest = Ingest(settings, Metrics(), store, redis, limits or IngestLimits())
+    rates = rates or RateLimits()
+    small = [role for role, rate in rates.ingest().items() if rate.burst < settings.max_batch]
+    if small:
+        raise ValueError(f"the ingest burst of {', '.join(small)} is below max_batch")
+    ingest = Ingest(settings, Metrics(), store, redis, limits or IngestLimits(), rates)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -271,6 +313,8 @@ def create_app(
             ingest.store = RedisStore(
                 ingest.redis, partitions=settings.partitions, dedupe_ttl=settings.dedupe_ttl_seconds
             )
+        if ingest.redis is not None:
+            ingest.buckets = ingest.rates.buckets(ingest.redis, "ingest")
         _log.info("ingest_started", partitions=settings.partitions, max_batch=settings.max_batch)
         try:
             async with contextlib.AsyncExitStack() as watching:
@@ -280,7 +324,7 @@ def create_app(
         finally:
             if owned is not None:
                 await owned.aclose()
-            ingest.store, ingest.redis = store, redis
+            ingest.store, ingest.redis, ingest.buckets = store, redis, None
 
     app = FastAPI(title="backtrack ingest", version="1", lifespan=lifespan)
     app.state.settings = settings
@@ -311,5 +355,6 @@ def create_app(
     app.include_router(router)
     openapi.install(app)
     app.add_middleware(DirectRoutes, routes=app.routes)  # inside the log: added first
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # before any route
     app.add_middleware(CanonicalLog, metrics=ingest.metrics, logger="backtrack.ingest")
     return app

@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-from fastapi import HTTPException, Request, Response
+from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,22 +29,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 Resolver = Callable[[Request], Awaitable[Any]]
 
 
-async def read_body(receive: Receive, content_length: str, limit: int) -> bytes:
-    """The body, refusing (413) more than ``limit`` bytes whatever Content-Length claims."""
-    if content_length.isdigit() and int(content_length) > limit:
-        raise HTTPException(413, f"body larger than {limit} bytes")
-    chunks, size = [], 0
+async def read_body(receive: Receive) -> bytes:
+    """The whole body; ``shared.body_limit.BodyLimit`` in front of the app caps its size."""
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
         if message["type"] != "http.request":
             continue
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
 

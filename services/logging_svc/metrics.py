@@ -28,7 +28,8 @@ class Metrics:
             "backtrack_ingest_events",
             "Events by outcome: accepted, duplicate, conflict (event_id already used with"
             " another payload, not stored), rejected (invalid or forbidden),"
-            " unavailable (store down, not stored).",
+            " unavailable (store down, not stored), rate_limited (over the token's limit,"
+            " not stored).",
             ["outcome"],
             registry=self.registry,
         )

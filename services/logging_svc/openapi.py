@@ -117,7 +117,14 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {
         "model": ValidationFailed,
         "description": "Not JSON, not a valid event, or occurred_at outside the ingest window"
-        " (by default more than 5 minutes ahead of the server clock, or over 5 years old).",
+        " (by default more than 5 minutes ahead of the server clock, or older than 30 days"
+        " from a device token, 5 years from a clinic or operator token).",
+    },
+    429: {
+        "model": Failure,
+        "description": "Over the token's rate limit (one token per event; a batch is refused"
+        " whole when the bucket holds fewer than its items); nothing stored."
+        " Retry after Retry-After.",
     },
     503: {
         "model": Failure,

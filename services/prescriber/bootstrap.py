@@ -6,7 +6,9 @@ time. The FastAPI lifespan runs the partition ownership (leases plus one
 feed reader per owned partition, plain XREADGROUP loops), the reclaimer, the
 stream gauges, the revocation watcher and the FastStream broker of the log
 channel, so one process serves the clinic API and consumes its share of the
-partition feeds.
+partition feeds. The
+clinic API caps request bodies (``api_max_body_bytes``) before anything
+reads them and counts each token's requests (``RateLimits.api_*``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from services.prescriber.feeds.reader import FeedReader, block_ms_for
 from services.prescriber.feeds.reclaimer import Reclaimer
 from services.prescriber.processing.processor import Processor
 from shared.access_log import CanonicalLog
+from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
+from shared.rate_limit import RateLimits
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
 from shared.streams import ensure_groups
@@ -49,7 +53,13 @@ def instance_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def create_app(settings: Settings, rules: engine.RuleSet = engine.DEFAULT_RULES) -> FastAPI:
+def create_app(
+    settings: Settings,
+    rules: engine.RuleSet = engine.DEFAULT_RULES,
+    rates: RateLimits | None = None,
+) -> FastAPI:
+    """The prescriber; ``rates`` (default: from the environment) limit the clinic API's tokens."""
+    rates = rates or RateLimits()
     if not settings.redis_url:
         raise ValueError("the prescriber needs BACKTRACK_REDIS_URL")
     url = settings.redis_url
@@ -88,6 +98,7 @@ def create_app(settings: Settings, rules: engine.RuleSet = engine.DEFAULT_RULES)
         )
         subscribe_log_channel(broker, keys, name)
         app.state.store, app.state.redis = store, redis
+        app.state.request_limits = rates.buckets(redis, "api")
         await ensure_groups(redis, keys.feeds(), GROUP)
         await ensure_groups(redis, keys.rxfeeds(), LOG_GROUP)
         async with broker:
@@ -108,6 +119,7 @@ def create_app(settings: Settings, rules: engine.RuleSet = engine.DEFAULT_RULES)
     app = FastAPI(title="backtrack clinic API", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = CollectorRegistry()
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(CanonicalLog, logger="backtrack.clinic")
     app.include_router(clinic_router)
     app.include_router(enrolment_router)

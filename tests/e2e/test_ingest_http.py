@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -30,6 +31,8 @@ from shared.settings import Settings
 from shared.store import MemoryStore, StoreUnavailable
 
 SECRET = "ingest-e2e-secret"
+#: Yesterday: within what a device token may date.
+RECENT = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat()
 LIMIT = 300_000
 
 
@@ -82,7 +85,7 @@ def pain(user: str = "p-1", score: Any = 4, **extra: Any) -> dict[str, Any]:
         "event_id": str(uuid.uuid4()),
         "type": "PainLogged",
         "user_id": user,
-        "occurred_at": "2026-01-06T07:15:00+01:00",
+        "occurred_at": RECENT,
         "score": score,
         "context": "morning",
         **extra,

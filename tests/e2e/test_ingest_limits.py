@@ -144,13 +144,14 @@ def _at(when: timedelta | str) -> str:
         (timedelta(minutes=6), "too_far_in_future"),
         (timedelta(days=400), "too_far_in_future"),
         ("9999-12-31T23:59:59-23:59", "too_far_in_future"),
+        (-timedelta(days=31), "too_old"),  # from a device token (30 days)
         (-timedelta(days=5 * 365 + 2), "too_old"),
         ("1970-01-01T00:00:00Z", "too_old"),
         ("0001-01-01T00:00:00+01:00", "too_old"),
     ],
 )
 def test_times_outside_the_window_are_422(stack: Stack, when: timedelta | str, kind: str) -> None:
-    """More than 5 minutes ahead of the server clock, or over 5 years old, is 422 with a reason."""
+    """More than 5 minutes ahead, or older than a device may date (30 days): 422 with a reason."""
     occurred_at = _at(when)
     error = _refused(_post(stack, _pain(occurred_at=occurred_at)), "occurred_at")
     assert error["type"] == kind
@@ -164,16 +165,24 @@ def test_times_outside_the_window_are_422(stack: Stack, when: timedelta | str, k
 
 
 @pytest.mark.parametrize(
-    "when",
+    ("role", "when"),
     [
-        timedelta(minutes=4),
-        "2026-01-05T08:30:00+01:00",  # the demo cohort's first week
-        -timedelta(days=4 * 365),
+        ("device", timedelta(minutes=4)),
+        ("device", -timedelta(days=29)),  # a phone that was offline for four weeks
+        ("operator", "2026-01-05T08:30:00+01:00"),  # the demo cohort's first week
+        ("operator", -timedelta(days=4 * 365)),  # an import of old records
     ],
 )
-def test_times_inside_the_window_are_accepted(stack: Stack, when: timedelta | str) -> None:
-    """Slightly fast clocks, the cohort's 2026 dates and four-year-old logs are all stored."""
-    reply = _post(stack, _pain(occurred_at=_at(when)))
+def test_times_inside_the_window_are_accepted(
+    stack: Stack, role: str, when: timedelta | str
+) -> None:
+    """Slightly fast clocks and a month offline from devices, old records from operators: stored."""
+    token = issue(role, USER if role == "device" else None, SECRET)  # type: ignore[arg-type]
+    reply = httpx.post(
+        f"{stack.ingest_url}/v1/events",
+        json=_pain(occurred_at=_at(when)),
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert reply.status_code == 202
     assert reply.json()["status"] == "accepted"
 

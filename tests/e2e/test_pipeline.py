@@ -13,7 +13,8 @@ from services.cli.stack import Stack
 from shared.auth import issue
 from tests.e2e.conftest import SECRET
 
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+#: Two weeks ago at 08:00: the courses below span 12 days, within what a device may date.
+T0 = (datetime.now(UTC) - timedelta(days=14)).replace(hour=8, minute=0, second=0, microsecond=0)
 
 
 def _auth(role: str, subject: str | None) -> dict[str, str]:

@@ -74,7 +74,7 @@ def schemas(stack: Stack) -> dict[str, tuple[str, BaseSchema]]:
 
 
 def _recent(rng: st.DrawFn) -> str:
-    offset = rng(st.integers(min_value=0, max_value=30 * 24 * 3600))
+    offset = rng(st.integers(min_value=0, max_value=29 * 24 * 3600))  # devices: 30 days back
     return (datetime.now(UTC) - timedelta(seconds=offset)).isoformat()
 
 

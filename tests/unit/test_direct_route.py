@@ -16,6 +16,7 @@ from services.logging_svc.app import create_app
 from services.logging_svc.direct_route import DirectRoute, DirectRoutes
 from shared.access_log import CanonicalLog
 from shared.auth import issue
+from shared.body_limit import BodyLimit
 from shared.http_auth import PrincipalDep
 from shared.settings import Settings
 from shared.store import MemoryStore
@@ -142,6 +143,6 @@ def test_each_ingest_post_is_served_by_the_route_it_documents() -> None:
         assert route.methods == {"POST"}
         assert document["paths"][path]["post"]["summary"] == route.summary
         served[("POST", path)] = route
-    assert [m.cls for m in app.user_middleware] == [CanonicalLog, DirectRoutes]
-    shortcut = app.user_middleware[1]
+    assert [m.cls for m in app.user_middleware] == [CanonicalLog, BodyLimit, DirectRoutes]
+    shortcut = app.user_middleware[2]
     assert DirectRoutes(app.router, *shortcut.args, **shortcut.kwargs).routes == served

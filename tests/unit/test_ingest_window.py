@@ -57,3 +57,35 @@ def test_offsets_are_compared_as_instants() -> None:
     check_time(_pain(ahead), NOW, IngestLimits())
     with pytest.raises(Rejected):
         check_time(_pain(ahead + timedelta(minutes=2)), NOW, IngestLimits())
+
+
+@pytest.mark.parametrize(
+    ("role", "back", "refused"),
+    [
+        ("device", timedelta(days=30), False),
+        ("device", timedelta(days=30, seconds=1), True),
+        ("clinic", timedelta(days=5 * 365), False),
+        ("operator", timedelta(days=5 * 365), False),
+        ("clinic", timedelta(days=5 * 365, seconds=1), True),
+    ],
+)
+def test_how_far_back_depends_on_the_role(role: str, back: timedelta, refused: bool) -> None:
+    """Devices date events up to 30 days back; clinics and operators, who import, 5 years."""
+    event = _pain(NOW - back)
+    if not refused:
+        check_time(event, NOW, IngestLimits(), role=role)  # type: ignore[arg-type]
+        return
+    with pytest.raises(Rejected) as caught:
+        check_time(event, NOW, IngestLimits(), role=role)  # type: ignore[arg-type]
+    days = 30 if role == "device" else 5 * 365
+    assert caught.value.detail[0]["msg"] == f"occurred_at is more than {days} days in the past"
+
+
+def test_the_device_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BACKTRACK_INGEST_DEVICE_MAX_AGE_DAYS moves the devices' bound and no one else's."""
+    monkeypatch.setenv("BACKTRACK_INGEST_DEVICE_MAX_AGE_DAYS", "90")
+    limits = IngestLimits()
+    check_time(_pain(NOW - timedelta(days=89)), NOW, limits, role="device")
+    with pytest.raises(Rejected):
+        check_time(_pain(NOW - timedelta(days=91)), NOW, limits, role="device")
+    assert limits.max_age("clinic") == 5 * 365

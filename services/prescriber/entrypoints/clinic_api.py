@@ -32,6 +32,7 @@ class Failure(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Failure, "description": "Missing, malformed, forged or expired bearer token."},
     403: {"model": Failure, "description": "The token may not read this user."},
+    429: {"model": Failure, "description": "Over the token's rate limit. Retry after Retry-After."},
     503: {"model": Failure, "description": "Event store unavailable. Retry after Retry-After."},
 }
 
