@@ -4,7 +4,9 @@ A token is ``kid.payload.signature``, each part base64url without padding:
 ``kid`` names the key that signed it (``key_id``), ``payload`` is the JSON
 ``{"role", "sub", "iat", "exp", "jti"}`` and ``signature`` is
 HMAC-SHA256(secret, ``kid.payload``). ``sub`` is the user id (device), the
-clinic id (clinic) or null (operator); ``iat``/``exp`` are unix seconds;
+clinic id (clinic) or null (operator); ``iat``/``exp`` are unix seconds
+(``iat`` to the millisecond, so a token issued just after a revocation by
+subject is told apart from one issued just before, in the same second);
 ``jti`` names the token for revocation. Tokens minted before key ids,
 ``payload.signature``, verify against the current secret only, so the first
 rotation retires them.
@@ -36,6 +38,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import time
@@ -119,7 +122,7 @@ class Claims:
     """A verified token: its principal and what revocation looks at (``iat``, ``jti``)."""
 
     principal: Principal
-    iat: int
+    iat: float
     exp: int
     jti: str
 
@@ -237,8 +240,8 @@ def issue(
     if ttl > lifetimes.maximum[role]:
         most = lifetimes.maximum[role]
         raise ValueError(f"{role} tokens live at most {most} s ({_span(most)}); asked {ttl} s")
-    iat = int(time.time() if now is None else now)
-    payload = {"role": role, "sub": subject, "iat": iat, "exp": iat + ttl}
+    iat = round(time.time() if now is None else now, 3)
+    payload = {"role": role, "sub": subject, "iat": iat, "exp": int(iat) + ttl}
     payload["jti"] = secrets.token_urlsafe(9)
     kid = key_id(secret)
     signed = f"{kid}.{_b64encode(json.dumps(payload, separators=(',', ':')).encode())}"
@@ -312,8 +315,10 @@ def _claims(payload: object, now: float, lifetimes: Lifetimes, legacy: bool) -> 
         _check_subject(role, subject)
     except ValueError as exc:
         raise InvalidToken(str(exc)) from None
-    if not isinstance(iat, int) or not isinstance(exp, int) or bool in (type(iat), type(exp)):
-        raise InvalidToken("token times must be integers")
+    if not isinstance(exp, int) or isinstance(exp, bool):
+        raise InvalidToken("token expiry must be an integer")
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+        raise InvalidToken("token issue time must be a number")
     if not isinstance(jti, str) or not ID.fullmatch(jti):
         raise InvalidToken("token has no valid jti")
     if exp - iat > lifetimes.limit(role, legacy):

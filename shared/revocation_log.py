@@ -150,11 +150,4 @@ class RevocationWatcher:
             await tasks.stop(task, *([self._reading] if self._reading else []))
 
 
-async def past(second: int) -> None:
-    """Return once the wall clock has left ``second``: a token issued then is newer than a
-    revocation whose cutoff is ``second`` (issue times are whole seconds)."""
-    while int(time.time()) <= second:  # noqa: ASYNC110 - a wall-clock second, not an event
-        await asyncio.sleep(second + 1.001 - time.time())  # a timer may fire a little early
-
-
-__all__ = ["PAGE", "RevocationWatcher", "past", "revoke"]
+__all__ = ["PAGE", "RevocationWatcher", "revoke"]

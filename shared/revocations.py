@@ -40,9 +40,10 @@ class RevocationsStale(Exception):  # noqa: N818 - a state, not a failure of the
 class Revocation:
     """One record of ``bt:revocations``; ValueError if its fields do not fit together.
 
-    ``at`` is when it was written (unix seconds); for a subject, tokens with
-    ``iat <= floor(at)`` are revoked. ``until`` (unix seconds) is when every
-    token it can match has expired.
+        ``at`` is when it was written (unix seconds); for a subject, tokens with
+        ``iat <= at`` are revoked (``iat`` has milliseconds; tokens minted
+    before that had whole seconds). ``until`` (unix seconds) is when every
+        token it can match has expired.
     """
 
     kind: Kind
@@ -60,9 +61,9 @@ class Revocation:
             raise ValueError("a role narrows a subject revocation to device or clinic tokens")
 
     @property
-    def cutoff(self) -> int:
-        """Tokens of the subject issued at or before this second are revoked."""
-        return int(self.at)
+    def cutoff(self) -> float:
+        """Tokens of the subject issued at or before this time are revoked."""
+        return self.at
 
     def fields(self) -> dict[str, str]:
         """The stream entry's fields."""
@@ -101,7 +102,7 @@ class Revocations:
         self.stale_after = stale_after
         self._jtis: dict[str, int] = {}
         #: (role, subject) -> (cutoff second, until)
-        self._cutoffs: dict[tuple[str, str], tuple[int, int]] = {}
+        self._cutoffs: dict[tuple[str, str], tuple[float, int]] = {}
         self._synced: float | None = None
 
     def apply(self, revocation: Revocation, now: float) -> None:
@@ -143,8 +144,8 @@ class Revocations:
             if cutoff is not None and claims.iat <= cutoff[0]:
                 raise InvalidToken("token revoked")
 
-    def cutoff(self, role: RevokedRole, subject: str) -> int | None:
-        """The cutoff second in force for a subject's tokens of ``role``, if any."""
+    def cutoff(self, role: RevokedRole, subject: str) -> float | None:
+        """The cutoff time in force for a subject's tokens of ``role``, if any."""
         found = self._cutoffs.get((role, subject))
         return None if found is None else found[0]
 

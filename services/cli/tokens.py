@@ -85,8 +85,9 @@ def inspect(settings: Settings, token: str) -> int:
     except auth.InvalidToken as exc:
         verdict = {"verifies": False, "problem": str(exc)}
     for name in ("iat", "exp"):
-        if isinstance(claims.get(name), int):
-            claims[f"{name}_utc"] = _utc(claims[name])  # type: ignore[arg-type]
+        value = claims.get(name)
+        if isinstance(value, int | float):
+            claims[f"{name}_utc"] = _utc(int(value))
     print(json.dumps(claims | verdict, indent=2))
     return 0
 
@@ -94,7 +95,6 @@ def inspect(settings: Settings, token: str) -> int:
 async def revoke(settings: Settings, jti: str | None, subject: str | None, role: str | None) -> int:
     """Write the revocation to ``bt:revocations`` and say what it revoked."""
     from shared.redis_store import connect  # noqa: PLC0415 - Redis only for this command
-    from shared.revocation_log import past  # noqa: PLC0415
     from shared.revocation_log import revoke as write  # noqa: PLC0415
 
     if role and not subject:
@@ -107,8 +107,6 @@ async def revoke(settings: Settings, jti: str | None, subject: str | None, role:
         done = await write(redis, kind, value or "", settings.token_lifetimes(), role=role)  # type: ignore[arg-type]
     finally:
         await redis.aclose()
-    if kind == "subject":  # iat has whole seconds: a token minted now would still match
-        await past(int(done.at))
     print(done.describe())
     return 0
 

@@ -81,15 +81,10 @@ class HttpFeed:
 Headers = dict[str, str]
 
 
-#: enrolments in flight at once: each waits out the second it revoked older tokens in
-ENROLMENTS_AT_ONCE = 64
-
-
 async def enrol(server: Server, people: Sequence[Persona]) -> dict[str, Headers]:
     """Each patient's clinic enrols them (``POST /v1/enrolments``); the device token each
-    enrolment returns, as the headers of that patient's app. An enrolment answers once its
-    second is over (shared.revocation_log.past), so many are in flight at once."""
-    limit = asyncio.Semaphore(max(server.concurrency, ENROLMENTS_AT_ONCE))
+    enrolment returns, as the headers of that patient's app."""
+    limit = asyncio.Semaphore(server.concurrency)
     clinics = {
         clinic: {"Authorization": f"Bearer {issue('clinic', clinic, server.secret)}"}
         for clinic in {p.clinic_id for p in people}

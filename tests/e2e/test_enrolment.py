@@ -10,9 +10,6 @@ channels) runs with a 1 s SSE heartbeat and 3 s webhook backoff steps.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +27,7 @@ from shared.auth import issue, verify
 from shared.keys import Keys
 from shared.redis_server import free_port
 from shared.settings import Settings
+from tests.e2e.cli import backtrack
 from tests.e2e.conftest import SECRET
 from tests.redis_server import RedisEndpoint
 from tests.webhook_receiver import Receiver, receiver_factory
@@ -302,11 +300,11 @@ def test_a_stream_closes_once_its_token_is_revoked(stack: Stack) -> None:
     """With no new change, an SSE stream ends after its token is revoked by the real CLI."""
     _started_patient(stack, "sse-4", "clinic-a")
     token = issue("clinic", "clinic-a", SECRET)
-    jti = json.loads(_cli(stack, "token", "inspect", stdin=token))["jti"]
+    jti = json.loads(backtrack(stack, "token", "inspect", stdin=token))["jti"]
     revoked: list[float] = []
 
     def revoke() -> None:
-        _cli(stack, "token", "revoke", "--jti", jti)
+        backtrack(stack, "token", "revoke", "--jti", jti)
         revoked.append(time.time())
 
     headers = {"Authorization": f"Bearer {token}"}
@@ -316,22 +314,6 @@ def test_a_stream_closes_once_its_token_is_revoked(stack: Stack) -> None:
     assert versions == [1]
     assert comments[-1].startswith(": closed: unauthorised")
     assert "revoked" in comments[-1]
-
-
-def _cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
-    """``backtrack ARGS`` in a process of its own, against the stack's Redis and secret."""
-    env = {**os.environ, "BACKTRACK_REDIS_URL": stack.redis_url, "BACKTRACK_SECRET": SECRET}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_a_change_after_a_transfer_never_reaches_the_old_clinics_stream(stack: Stack) -> None:

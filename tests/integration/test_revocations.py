@@ -81,11 +81,12 @@ async def test_a_remembered_token_is_refused_once_its_jti_is_revoked(redis: Redi
 
 
 async def test_a_subject_cutoff_revokes_tokens_issued_up_to_it_and_not_after(redis: Redis) -> None:
-    """Tokens of the subject with iat <= floor(at) are revoked; later ones, other roles' are not."""
-    at = time.time()
+    """Tokens of the subject with iat <= at are revoked; later ones (even in the same second)
+    and other roles' are not."""
+    at = int(time.time()) + 0.5
     before = issue("device", "shared-id", SECRET, now=at - 60)
-    same_second = issue("device", "shared-id", SECRET, now=int(at))
-    after = issue("device", "shared-id", SECRET, now=int(at) + 1)
+    same_second = issue("device", "shared-id", SECRET, now=at - 0.2)
+    after = issue("device", "shared-id", SECRET, now=at + 0.2)
     clinic = issue("clinic", "shared-id", SECRET, now=at - 60)
     async with watching(redis) as check:
         await revoke(redis, "subject", "shared-id", LIFETIMES, role="device", now=at)

@@ -12,15 +12,13 @@ reads do, so clinics cannot probe. Every change is recorded with who and when
 The device token goes to the enrolling clinic, which hands it to the
 patient's app; so every enrolment and unenrolment first revokes the user's
 earlier device tokens (``shared.revocation_log``, by subject), and a clinic
-that loses the patient loses the token it was given too. Tokens carry their
-issue time in whole seconds, so the new token is issued once the cutoff's
-second is over (an enrolment answers within about a second): it is newer
-than that revocation, and older than any later one.
+that loses the patient loses the token it was given too. The new token is
+issued after that revocation (issue times have milliseconds), so it is newer
+than its cutoff and older than any later one.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import structlog
@@ -31,7 +29,7 @@ from services.prescriber.entrypoints.clinic_api import Failure, StoreDep, store_
 from shared import auth
 from shared.events import UserId
 from shared.http_auth import PrincipalDep
-from shared.revocation_log import past, revoke
+from shared.revocation_log import revoke
 
 router = APIRouter(prefix="/v1")
 log = structlog.get_logger("backtrack.enrolment")
@@ -80,9 +78,8 @@ async def enrol(
     lifetimes = settings.token_lifetimes()
     async with store_available():
         record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
-        cutoff = await _revoke_devices(request, body.user_id, lifetimes)
+        await _revoke_devices(request, body.user_id, lifetimes)
     log.info("enrolled", user_id=body.user_id, clinic_id=clinic, previous=record.previous)
-    await past(cutoff)
     token = auth.issue("device", body.user_id, settings.secret, lifetimes=lifetimes)
     response.headers["Cache-Control"] = "no-store"  # the answer carries a bearer token
     return {"user_id": body.user_id, "clinic_id": clinic, "device_token": token}
@@ -121,11 +118,9 @@ async def unenrol(
     return Response(status_code=204)
 
 
-async def _revoke_devices(request: Request, user_id: str, lifetimes: auth.Lifetimes) -> int:
-    """Revoke every device token of ``user_id`` issued until now; the cutoff (unix seconds)."""
-    at = time.time()
-    await revoke(request.app.state.redis, "subject", user_id, lifetimes, role="device", now=at)
-    return int(at)
+async def _revoke_devices(request: Request, user_id: str, lifetimes: auth.Lifetimes) -> None:
+    """Revoke every device token of ``user_id`` issued until now."""
+    await revoke(request.app.state.redis, "subject", user_id, lifetimes, role="device")
 
 
 __all__ = ["EnrolmentRequest", "router"]
