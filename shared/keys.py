@@ -24,6 +24,9 @@ least two digits)::
     bt:{pNN}:rx:<version>:<user_id>    a versioned copy of the rx stream (a rebuild's
     bt:{pNN}:snap:<version>:<user_id>  staged or retired read model; ``<version>`` is
                                        ``staged:<rebuild_id>`` or ``retired:<rebuild_id>``)
+    bt:{pNN}:dek:<user_id>     the user's data key, wrapped by a master key (shared.data_keys)
+    bt:{pNN}:erased:<user_id>  the user's erasure tombstone: their data key was destroyed and
+                               none is created again unless an operator readmits the id
     bt:dlq                     dead letters (not partitioned)
     bt:rebuild:<rebuild_id>    a rebuild's progress (operator metadata, not partitioned)
     bt:revocations             revoked tokens (not partitioned; trimmed, not history)
@@ -45,6 +48,8 @@ DLQ = f"{PREFIX}:dlq"
 REVOCATIONS = f"{PREFIX}:revocations"
 #: the consumer group the prescriber reads the partition feeds with (tools read its lag)
 PRESCRIBER_GROUP = "prescriber"
+#: SCAN pattern of every wrapped data key (a master key rotation rewraps them all)
+DATA_KEYS = f"{PREFIX}:{{p*}}:dek:*"
 
 
 def partition(user_id: str, partitions: int) -> int:
@@ -122,6 +127,14 @@ class Keys:
         """The enrolment record stream of the user's partition (in the user's slot)."""
         return f"{self._base(user_id)}:enrolments"
 
+    def data_key(self, user_id: str) -> str:
+        """The user's wrapped data key (encryption at rest), in the user's slot."""
+        return f"{self._base(user_id)}:dek:{user_id}"
+
+    def erased(self, user_id: str) -> str:
+        """The user's erasure tombstone, in the user's slot."""
+        return f"{self._base(user_id)}:erased:{user_id}"
+
     def feeds(self) -> list[str]:
         """Every partition feed, partition 0 first."""
         return [self.feed(p) for p in range(self.partitions)]
@@ -131,4 +144,4 @@ class Keys:
         return [self.rxfeed(p) for p in range(self.partitions)]
 
 
-__all__ = ["DLQ", "PREFIX", "Keys", "hash_tag", "partition"]
+__all__ = ["DATA_KEYS", "DLQ", "PREFIX", "Keys", "hash_tag", "partition"]

@@ -3,20 +3,25 @@
 Safe by default: the environment is ``production`` unless
 ``BACKTRACK_ENVIRONMENT`` says ``development`` or ``test`` (any case,
 surrounding spaces ignored). Every other environment refuses, at start-up,
-the development secret, a secret under ``MIN_SECRET_BYTES`` and
+the development secret, a secret under ``MIN_SECRET_BYTES``, a missing or
+development master key (``BACKTRACK_MASTER_KEY`` or ``_FILE``) and
 ``BACKTRACK_WEBHOOK_ALLOW_PRIVATE``; ``load`` turns a refusal into one clear
 line per problem and exit status 1.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from functools import lru_cache
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import DAY, KeyRing, Lifetimes
+from shared.sealing import MasterKey, MasterKeys, decode_key
 
 DEV_SECRET = "dev-only-secret-change-me"  # noqa: S105 - refused outside development
 #: Environments that may use the development secret, short secrets and private webhooks.
@@ -25,6 +30,10 @@ LOCAL_ENVIRONMENTS = frozenset({"development", "test"})
 MIN_SECRET_BYTES = 32
 #: A command that prints a fresh random secret.
 KEY_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+#: The master key development and test use when none is set (refused elsewhere).
+DEV_MASTER_KEY = base64.b64encode(hashlib.sha256(b"backtrack development master key").digest())
+#: A command that prints a fresh master key (base64 of 32 random bytes).
+MASTER_KEY_COMMAND = "openssl rand -base64 32"
 #: Seconds before each webhook retry: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (about 17.6 h in all).
 DEFAULT_BACKOFF = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
 
@@ -37,6 +46,16 @@ class Settings(BaseSettings):
     secret: str = DEV_SECRET
     # tokens (shared/auth.py): secrets that still verify but no longer sign (a rotation; JSON list)
     previous_secrets: tuple[str, ...] = ()
+    # encryption at rest (shared/data_keys.py): the master key wrapping every patient's data
+    # key, base64 of 32 bytes, or a file holding it (a mounted Secret); previous master keys
+    # only unwrap (a rotation in progress; JSON list)
+    master_key: str | None = Field(default=None, repr=False)
+    master_key_file: str | None = None
+    previous_master_keys: tuple[str, ...] = Field(default=(), repr=False)
+    # unwrapped data keys a process keeps, and for how long: after an erasure another
+    # process may open the patient's entries from its cache for at most this many seconds
+    data_key_cache_size: int = Field(default=10_000, ge=1)
+    data_key_cache_ttl: float = Field(default=10.0, gt=0.0, le=300.0)
     # default and maximum token lifetimes in seconds, per role; verification enforces the maximum
     token_ttl_device: int = Field(default=90 * DAY, ge=1)
     token_max_ttl_device: int = Field(default=180 * DAY, ge=1)
@@ -124,6 +143,7 @@ class Settings(BaseSettings):
             problems.append(
                 f"BACKTRACK_PREVIOUS_SECRETS holds a secret under {MIN_SECRET_BYTES} bytes, {where}"
             )
+        problems.extend(self._master_key_problems(where))
         if self.webhook_allow_private:
             problems.append(
                 "BACKTRACK_WEBHOOK_ALLOW_PRIVATE lets webhooks reach private addresses and is "
@@ -133,6 +153,21 @@ class Settings(BaseSettings):
             raise ValueError("\n  ".join(problems))
         return self
 
+    def _master_key_problems(self, where: str) -> list[str]:
+        if self.master_key is None and self.master_key_file is None:
+            return [
+                f"BACKTRACK_MASTER_KEY is not set, {where}: set it to base64 of 32 random "
+                f"bytes ({MASTER_KEY_COMMAND}), or BACKTRACK_MASTER_KEY_FILE to a file holding "
+                "it, or BACKTRACK_ENVIRONMENT=development for local use"
+            ]
+        try:
+            masters = self.master_keys()
+        except ValueError:
+            return []  # _consistent names what is wrong with it, everywhere
+        if MasterKey(decode_key(DEV_MASTER_KEY.decode())).id in masters.by_id:
+            return [f"a master key setting holds the development master key, {where}"]
+        return []
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.webhook_lease <= self.webhook_timeout:
@@ -141,9 +176,32 @@ class Settings(BaseSettings):
             raise ValueError("lease_renew_ms must be at most half of lease_ms")
         if self.revocation_block_ms * 2 > self.revocation_stale_after * 1000:
             raise ValueError("revocation_block_ms must be at most half of revocation_stale_after")
+        if self.master_key is not None and self.master_key_file is not None:
+            raise ValueError("set BACKTRACK_MASTER_KEY or BACKTRACK_MASTER_KEY_FILE, not both")
         self.token_keys()
         self.token_lifetimes()
+        self.master_keys()
         return self
+
+    def master_keys(self) -> MasterKeys:
+        """``master_key`` (or the file's) wraps data keys; ``previous_master_keys`` unwrap.
+
+        With neither set (development and test only) the development master key.
+        Raises ValueError for a key that is not base64 of 32 bytes or a file not read.
+        """
+        name, current = "BACKTRACK_MASTER_KEY", self.master_key or DEV_MASTER_KEY.decode()
+        try:
+            if self.master_key_file is not None:
+                name = "BACKTRACK_MASTER_KEY_FILE"
+                current = Path(self.master_key_file).read_text()
+            key = MasterKey(decode_key(current))
+            name = "BACKTRACK_PREVIOUS_MASTER_KEYS"
+            previous = tuple(MasterKey(decode_key(old)) for old in self.previous_master_keys)
+            return MasterKeys(key, previous)
+        except OSError as exc:
+            raise ValueError(f"{name}: {exc.strerror}: {self.master_key_file}") from None
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
 
     def token_keys(self) -> KeyRing:
         """``secret`` signs; ``previous_secrets`` still verify."""

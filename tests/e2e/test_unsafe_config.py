@@ -38,6 +38,10 @@ UNSAFE = {
         {"BACKTRACK_ENVIRONMENT": "production", "BACKTRACK_SECRET": "x"},
         "BACKTRACK_SECRET is 1 bytes",
     ),
+    "production, no master key": (
+        {"BACKTRACK_ENVIRONMENT": "production", "BACKTRACK_SECRET": STRONG},
+        "BACKTRACK_MASTER_KEY is not set",
+    ),
     "production, private webhooks": (
         {
             "BACKTRACK_ENVIRONMENT": "production",

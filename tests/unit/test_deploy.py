@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.util
 import ipaddress
@@ -246,12 +247,32 @@ def _production_env(env: dict[str, Any]) -> None:
     assert env["BACKTRACK_HOST"] == "0.0.0.0"
 
 
-def test_kubernetes_env_is_complete_and_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def _master_key_file(deployment: dict[str, Any], env: dict[str, Any]) -> str:
+    """The pod's BACKTRACK_MASTER_KEY_FILE, checked to be the Secret's mounted file."""
+    path = Path(env["BACKTRACK_MASTER_KEY_FILE"])
+    mounts = {m["name"]: m for m in _container(deployment)["volumeMounts"]}
+    assert mounts["master-key"]["mountPath"] == str(path.parent)
+    assert mounts["master-key"]["readOnly"] is True
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    secret = volumes["master-key"]["secret"]
+    assert secret["secretName"] == "backtrack-master-key"
+    assert secret["items"] == [{"key": "master-key", "path": path.name}]
+    return str(path)
+
+
+def test_kubernetes_env_is_complete_and_valid(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Each pod gets production settings, the secret and the Redis login from Secrets (the
-    URL built from them), and values Settings accepts."""
+    URL built from them), the master key as a file mounted from a Secret, and values
+    Settings accepts."""
+    key_file = tmp_path / "master-key"
+    key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
     for deployment in _of_kind("Deployment"):
         env = _pod_env(_container(deployment))
         _production_env(env)
+        _master_key_file(deployment, env)
+        env["BACKTRACK_MASTER_KEY_FILE"] = str(key_file)
         ref = env["BACKTRACK_SECRET"]["secretKeyRef"]
         assert ref == {"name": "backtrack", "key": "secret"}
         url = env["BACKTRACK_REDIS_URL"]
@@ -266,17 +287,23 @@ def test_kubernetes_env_is_complete_and_valid(monkeypatch: pytest.MonkeyPatch) -
                 monkeypatch.setenv(name, "s" * 48 if name == "BACKTRACK_SECRET" else value)
         assert ChannelSettings().environment == "production"
     for config in _of_kind("ConfigMap"):
-        assert not {"BACKTRACK_SECRET", "BACKTRACK_REDIS_URL"} & set(config["data"])
+        assert not {"BACKTRACK_SECRET", "BACKTRACK_REDIS_URL", "BACKTRACK_MASTER_KEY"} & set(
+            config["data"]
+        )
 
 
 def test_compose_env_is_complete_and_valid(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each compose service gets production settings, a required secret, and valid values."""
+    """Each compose service gets production settings, a required secret and master key,
+    and valid values."""
+    master_key = base64.b64encode(secrets.token_bytes(32)).decode()
     for name, service in _app_services(compose).items():
-        env = service["environment"]
+        env = dict(service["environment"])
         _production_env(env)
         assert env["BACKTRACK_SECRET"].startswith("${BACKTRACK_SECRET:?"), name
+        assert env.pop("BACKTRACK_MASTER_KEY").startswith("${BACKTRACK_MASTER_KEY:?"), name
+        monkeypatch.setenv("BACKTRACK_MASTER_KEY", master_key)
         login = r"redis://backtrack:\$\{BACKTRACK_REDIS_PASSWORD:\?[^}]+\}@redis:6379/0"
         assert re.fullmatch(login, env["BACKTRACK_REDIS_URL"]), name
         for key, value in env.items():

@@ -6,6 +6,7 @@ environment they are about explicitly.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 from services.cli.main import _parser, _settings, main
-from shared.settings import DEV_SECRET, MIN_SECRET_BYTES, Settings
+from shared.settings import DEV_MASTER_KEY, DEV_SECRET, MIN_SECRET_BYTES, Settings
 
 STRONG = "k" * MIN_SECRET_BYTES
+MASTER = base64.b64encode(b"m" * 32).decode()
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def no_backtrack_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_default_environment_is_production(no_backtrack_env: None) -> None:
     """With nothing set the settings are production's, so the development secret is refused."""
-    assert Settings(secret=STRONG).environment == "production"
+    assert Settings(secret=STRONG, master_key=MASTER).environment == "production"
     with pytest.raises(ValidationError, match="development secret"):
         Settings()
 
@@ -45,7 +47,18 @@ def test_every_environment_but_development_and_test_is_strict(environment: str) 
     for previous in ((DEV_SECRET,), ("k" * (MIN_SECRET_BYTES - 1),)):
         with pytest.raises(ValidationError, match="BACKTRACK_PREVIOUS_SECRETS"):
             Settings(environment=environment, secret=STRONG, previous_secrets=previous)
-    assert not Settings(environment=environment, secret=STRONG).is_local
+    with pytest.raises(ValidationError, match="BACKTRACK_MASTER_KEY is not set"):
+        Settings(environment=environment, secret=STRONG)
+    with pytest.raises(ValidationError, match="development master key"):
+        Settings(environment=environment, secret=STRONG, master_key=DEV_MASTER_KEY.decode())
+    with pytest.raises(ValidationError, match="development master key"):
+        Settings(
+            environment=environment,
+            secret=STRONG,
+            master_key=MASTER,
+            previous_master_keys=(DEV_MASTER_KEY.decode(),),
+        )
+    assert not Settings(environment=environment, secret=STRONG, master_key=MASTER).is_local
 
 
 @pytest.mark.parametrize("environment", ["development", " Development ", "TEST", "test"])
@@ -79,8 +92,10 @@ def test_token_is_minted_with_a_real_secret_or_in_development(
 ) -> None:
     """A secret of 32 bytes in production, or the development secret in development, works."""
     monkeypatch.setenv("BACKTRACK_SECRET", STRONG)
+    monkeypatch.setenv("BACKTRACK_MASTER_KEY", MASTER)
     assert main(["token", "operator"]) == 0
     monkeypatch.delenv("BACKTRACK_SECRET")
+    monkeypatch.delenv("BACKTRACK_MASTER_KEY")
     monkeypatch.setenv("BACKTRACK_ENVIRONMENT", "development")
     assert main(["token", "operator"]) == 0
     assert len(capsys.readouterr().out.split()) == 2

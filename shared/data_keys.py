@@ -1,0 +1,215 @@
+"""Patients' data keys on Redis: created once, cached, destroyed on erasure, rewrapped on rotation.
+
+A user's data key lives at ``bt:{pNN}:dek:<user_id>``, wrapped by the
+current master key (``shared.sealing``); the plain key never leaves the
+process. ``DataKeys.seal``/``open`` seal and open stream entry fields with it.
+
+- Creation: the first ``seal`` for a user runs one script that refuses an
+  erased user, sets the new wrapped key only if none exists (SET NX) and
+  returns the stored one, so two processes racing both end with the winner's.
+- Cache: unwrapped keys are kept in a bounded LRU for ``cache_ttl`` seconds.
+  An erasure by another process is therefore seen here within that time: a
+  process that had the key cached may still open the user's entries until its
+  entry expires (``BACKTRACK_DATA_KEY_CACHE_TTL``); the erasing process drops
+  its own entry at once.
+- Erasure, ``destroy``: one script deletes the wrapped key and writes the
+  tombstone ``bt:{pNN}:erased:<user_id>`` (the server's time). Afterwards
+  ``open`` of a sealed entry raises ``KeyDestroyed``, and so does ``seal``: no
+  new key is made for an erased user until ``readmit`` removes the tombstone
+  (an operator reusing the id for a new person; the old entries stay unreadable).
+- Rotation, ``rewrap``: every wrapped key not under the current master key is
+  unwrapped with a previous one and written back under the current one, only
+  if unchanged meanwhile (a destroyed key is never brought back). Events are
+  not touched. A rerun skips what is done, so an interrupted rotation resumes.
+
+Every key a script touches shares the user's hash tag (Redis Cluster safe).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared import sealing
+from shared.keys import DATA_KEYS, Keys
+from shared.sealing import DataKey, MasterKeys, OtherDataKey, Unreadable
+from shared.settings import Settings
+from shared.streams import text
+
+#: KEYS data key, tombstone; ARGV a new wrapped key -> the stored wrapped key, or nil if erased
+_CREATE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+#: KEYS data key, tombstone -> 1 if a key was deleted, else 0
+_DESTROY = """
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], redis.call('TIME')[1])
+return deleted
+"""
+#: KEYS data key; ARGV the wrapped key read, its replacement -> 1 if replaced, else 0
+_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class KeyDestroyed(LookupError):  # noqa: N818 - the name readers catch
+    """The user's data key was destroyed (erased): their sealed entries can never be read."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"the data key of {user_id!r} was destroyed")
+        self.user_id = user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrapped:
+    """What a ``rewrap`` did: keys rewrapped now, and keys already under the current master key."""
+
+    rewrapped: int
+    current: int
+
+
+class DataKeys:
+    """Patients' data keys on one Redis (or Cluster), and sealing with them.
+
+    ``clock`` (monotonic seconds) times the cache entries; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        masters: MasterKeys,
+        *,
+        cache_size: int = 10_000,
+        cache_ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.masters = masters
+        self._cache: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
+        self._size = cache_size
+        self._ttl = cache_ttl
+        self._clock = clock
+        self._create = redis.register_script(_CREATE)
+        self._destroy = redis.register_script(_DESTROY)
+        self._swap = redis.register_script(_SWAP)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> DataKeys:
+        """The data keys of a service: master keys, partitions and cache from ``settings``."""
+        return cls(
+            redis,
+            Keys(settings.partitions),
+            settings.master_keys(),
+            cache_size=settings.data_key_cache_size,
+            cache_ttl=settings.data_key_cache_ttl,
+        )
+
+    async def seal(self, user_id: str, fields: Mapping[Any, Any]) -> dict[Any, Any]:
+        """``fields`` (of ``user_id``'s entry) sealed under their data key, made on first use.
+
+        Raises KeyDestroyed for an erased user, ValueError for another user's entry.
+        """
+        _check_user(user_id, fields)
+        return sealing.seal(await self._key(user_id, create=True), fields)
+
+    async def open(self, user_id: str, fields: Mapping[Any, Any]) -> dict[Any, Any]:
+        """The plain fields of ``user_id``'s entry; a plaintext entry comes back unchanged.
+
+        Raises KeyDestroyed when the key that sealed it is not the user's key
+        (destroyed, perhaps replaced since ``readmit``; or an entry copied from
+        another user and renamed), Unreadable for an entry that does not
+        authenticate (tampered with) or names another user.
+        """
+        if not sealing.is_sealed(fields):
+            return dict(fields)
+        if sealing.entry_user(fields) != user_id:
+            raise Unreadable(f"the entry is not {user_id!r}'s")
+        try:
+            return sealing.open_sealed(await self._key(user_id, create=False), fields)
+        except OtherDataKey:
+            raise KeyDestroyed(user_id) from None
+
+    async def destroy(self, user_id: str) -> bool:
+        """Crypto-shred ``user_id``: delete the wrapped key, write the tombstone, forget the key.
+
+        True if a key existed. Idempotent.
+        """
+        deleted = await self._destroy(keys=[self.keys.data_key(user_id), self.keys.erased(user_id)])
+        self._cache.pop(user_id, None)
+        return bool(deleted)
+
+    async def readmit(self, user_id: str) -> bool:
+        """Remove ``user_id``'s tombstone so the next ``seal`` makes a new key; True if erased."""
+        return bool(await self.redis.delete(self.keys.erased(user_id)))
+
+    async def erased(self, user_id: str) -> bool:
+        """Whether ``user_id`` carries an erasure tombstone."""
+        return bool(await self.redis.exists(self.keys.erased(user_id)))
+
+    async def rewrap(self, count: int = 500) -> Rewrapped:
+        """Rewrap every data key not under the current master key; resumable (see module doc).
+
+        Raises UnknownMasterKey for a key wrapped by a master key not configured.
+        """
+        current = self.masters.current
+        done = already = 0
+        async for name in self.redis.scan_iter(match=DATA_KEYS, count=count):
+            wrapped = _raw(await self.redis.get(name))
+            if wrapped is None:
+                continue  # destroyed since the scan saw it
+            if sealing.wrapped_by(wrapped) == current.id:
+                already += 1
+                continue
+            user_id = text(name).split(":dek:", 1)[1]
+            data_key = sealing.unwrap(self.masters, wrapped, user_id)
+            replacement = sealing.wrap(current, data_key, user_id)
+            done += await self._swap(keys=[name], args=[wrapped, replacement])
+        return Rewrapped(rewrapped=done, current=already)
+
+    async def _key(self, user_id: str, *, create: bool) -> DataKey:
+        now = self._clock()
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[1] > now:
+            self._cache.move_to_end(user_id)
+            return cached[0]
+        wrapped = await self._stored(user_id, create=create)
+        if wrapped is None:
+            self._cache.pop(user_id, None)
+            raise KeyDestroyed(user_id)
+        key = DataKey.of(sealing.unwrap(self.masters, wrapped, user_id))
+        self._cache[user_id] = (key, now + self._ttl)
+        self._cache.move_to_end(user_id)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return key
+
+    async def _stored(self, user_id: str, *, create: bool) -> bytes | None:
+        if not create:
+            return _raw(await self.redis.get(self.keys.data_key(user_id)))
+        fresh = sealing.wrap(self.masters.current, sealing.new_data_key(), user_id)
+        keys = [self.keys.data_key(user_id), self.keys.erased(user_id)]
+        return _raw(await self._create(keys=keys, args=[fresh]))
+
+
+def _raw(reply: bytes | str | None) -> bytes | None:
+    """A wrapped key as Redis answers it, as bytes (whether the client decodes replies or not)."""
+    return reply.encode() if isinstance(reply, str) else reply
+
+
+def _check_user(user_id: str, fields: Mapping[Any, Any]) -> None:
+    if sealing.entry_user(fields) != user_id:
+        raise ValueError(f"the entry is not {user_id!r}'s")
+
+
+__all__ = ["DataKeys", "KeyDestroyed", "Rewrapped"]
