@@ -11,7 +11,10 @@ run by each service's lifespan, gives that verifier the process's view of
 request first asks the watcher to catch up at once; if Redis does not answer,
 the token is answered 503 with ``Retry-After`` (fail closed,
 ``shared.revocations``).
-Read scopes (invariant 9) are checked here too, on every request.
+Read scopes (invariant 9) are checked here too, on every request, and
+reads of a patient by anyone but the patient are recorded in the app's
+``state.audit`` (``shared.audit``, invariant 10): ``authorize_audited_read``
+records a refusal, ``audited`` an allowed read.
 
 An app that counts requests per token (the clinic and channels APIs) puts
 its ``rate_limit.TokenBuckets`` in ``state.request_limits``: each
@@ -22,9 +25,9 @@ ingest counts events instead, in its handlers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -33,6 +36,7 @@ from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from shared import auth
+from shared.audit import AuditLog
 from shared.rate_limit import RateLimited, TokenBuckets
 from shared.revocation_log import RevocationWatcher
 from shared.revocations import Revocations, RevocationsStale
@@ -40,6 +44,7 @@ from shared.settings import Settings
 from shared.store import EventStore, StoreUnavailable
 
 RETRY_AFTER_SECONDS = 1
+T = TypeVar("T")
 
 
 def build_verifier(settings: Settings, revocations: Revocations | None = None) -> auth.Verifier:
@@ -153,14 +158,49 @@ async def authorize_read(user_id: str, principal: auth.Principal, store: EventSt
         raise HTTPException(403, "this token may not read that user")
 
 
+def route(request: Request) -> str:
+    """What a request reads, for the audit log: method and route template, never values."""
+    template = getattr(request.scope.get("route"), "path", request.url.path)
+    return f"{request.method} {template}"
+
+
+def audit_log(connection: HTTPConnection) -> AuditLog:
+    """The app's audit log (wired by its composition root)."""
+    log: AuditLog = connection.app.state.audit
+    return log
+
+
+async def authorize_audited_read(
+    request: Request, user_id: str, principal: auth.Principal, store: EventStore
+) -> None:
+    """``authorize_read``, recording a refusal in the audit log before the 403."""
+    try:
+        await authorize_read(user_id, principal, store)
+    except HTTPException as exc:
+        if exc.status_code == 403:
+            await audit_log(request).refused(principal, route(request), user_id)
+        raise
+
+
+async def audited(
+    request: Request, user_id: str, principal: auth.Principal, read: Awaitable[T]
+) -> T:
+    """Await ``read`` of ``user_id``'s data (authorised) with its entry (``AuditLog.read_by``)."""
+    return await audit_log(request).read_by(principal, route(request), user_id, read)
+
+
 __all__ = [
     "BearerAuth",
     "PrincipalDep",
+    "audit_log",
+    "audited",
     "authenticate",
+    "authorize_audited_read",
     "authorize_read",
     "bearer",
     "build_verifier",
     "charge",
     "revocations_watched",
+    "route",
     "verifier",
 ]

@@ -21,6 +21,8 @@ least two digits)::
                                by an operator's RehabStarted naming a clinic when none is)
     bt:{pNN}:enrolments        every enrolment, transfer and unenrolment of the partition's
                                users (who, when); never trimmed
+    bt:{pNN}:audit             who read the partition's users' data, when (shared.audit);
+                               no health data; trimmed by age (audit_retention_days)
     bt:{pNN}:rx:<version>:<user_id>    a versioned copy of the rx stream (a rebuild's
     bt:{pNN}:snap:<version>:<user_id>  staged or retired read model; ``<version>`` is
                                        ``staged:<rebuild_id>`` or ``retired:<rebuild_id>``)
@@ -134,6 +136,14 @@ class Keys:
     def erased(self, user_id: str) -> str:
         """The user's erasure tombstone, in the user's slot."""
         return f"{self._base(user_id)}:erased:{user_id}"
+
+    def audit(self, user_id: str) -> str:
+        """The audit stream of the user's partition (in the user's slot)."""
+        return f"{self._base(user_id)}:audit"
+
+    def audits(self) -> list[str]:
+        """Every partition's audit stream, partition 0 first."""
+        return [f"{base}:audit" for base in self._bases]
 
     def feeds(self) -> list[str]:
         """Every partition feed, partition 0 first."""

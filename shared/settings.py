@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     sse_max_streams_per_clinic: int = Field(default=100, ge=1)
     sse_max_streams_per_user: int = Field(default=5, ge=1)
     sse_lease_seconds: float = Field(default=30.0, ge=1.0)
+    # the audit log of reads (shared/audit.py) keeps entries this long, then trims them
+    audit_retention_days: int = Field(default=400, ge=1, le=36500)
 
     @field_validator("environment", mode="before")
     @classmethod

@@ -9,7 +9,14 @@ device tokens cannot subscribe. Another clinic's subscription answers 404, as
 an unknown id does. The SSE stream has the scopes of the reads, checked when
 it opens and again before every event and every ``sse_recheck`` seconds: the
 token (expiry) and the user's clinic as it is now (a transfer ends the old
-clinic's stream).
+clinic's stream). Opening a stream of a user (but the patient's own) is one
+entry in the audit log, and so is a refused one (``shared.audit``); the
+re-checks of an open stream are not.
+
+The delivery log (``GET /v1/subscriptions/{id}/deliveries``) is not audited:
+it is the clinic's own record of what was pushed to its endpoint (user ids,
+versions, statuses and times, no prescription content), every push having
+passed the same read check first.
 
 Open streams are capped twice: per owner across every process (a clinic, a
 device's user, the operators; ``slots``), 429 with ``Retry-After`` past it;
@@ -43,7 +50,15 @@ from services.channels.url_safety import UnsafeUrl, check_url
 from services.channels.webhooks import new_secret
 from shared.auth import Principal
 from shared.events import ClinicId, UserId
-from shared.http_auth import PrincipalDep, authenticate, authorize_read, verifier
+from shared.http_auth import (
+    PrincipalDep,
+    audit_log,
+    authenticate,
+    authorize_audited_read,
+    authorize_read,
+    route,
+    verifier,
+)
 from shared.store import EventStore, StoreUnavailable
 from shared.streams import START
 
@@ -200,7 +215,7 @@ async def stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of the user's PrescriptionChanged, resumable with Last-Event-ID."""
-    await authorize_read(user_id, principal, store)
+    await authorize_audited_read(request, user_id, principal, store)
     after = last_event_id.strip() if last_event_id else START
     if not LAST_ID.fullmatch(after):
         raise HTTPException(400, "Last-Event-ID must be a stream id like 1700000000000-0")
@@ -217,6 +232,12 @@ async def stream(
     if not streams.admit():
         await slot.release()
         raise HTTPException(503, "too many open streams", retry)
+    try:
+        await audit_log(request).allowed(principal, route(request), user_id)
+    except StoreUnavailable:
+        streams.leave()
+        await slot.release()
+        raise HTTPException(503, "audit log unavailable; retry", retry) from None
     key = request.app.state.store.keys.rx(user_id)
     access = _access(request, user_id, store)
 

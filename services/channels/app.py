@@ -29,6 +29,7 @@ from services.channels.feed import ensure_groups, subscribe_webhook_channel, swe
 from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
 from shared import tasks
+from shared.audit import AuditLog
 from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.http_auth import revocations_watched
@@ -50,6 +51,7 @@ def mount(
     app.state.channel_settings = settings
     app.state.redis = redis
     app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds)
+    app.state.audit = AuditLog(redis, app.state.store.keys, settings.audit_retention_days)
     app.state.request_limits = (rates or RateLimits()).buckets(redis, "api")
 
 

@@ -37,6 +37,7 @@ from services.prescriber.feeds.reader import FeedReader, block_ms_for
 from services.prescriber.feeds.reclaimer import Reclaimer
 from services.prescriber.processing.processor import Processor
 from shared.access_log import CanonicalLog
+from shared.audit import AuditLog
 from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.http_auth import revocations_watched
@@ -98,6 +99,7 @@ def create_app(
         )
         subscribe_log_channel(broker, keys, name)
         app.state.store, app.state.redis = store, redis
+        app.state.audit = AuditLog(redis, keys, settings.audit_retention_days)
         app.state.request_limits = rates.buckets(redis, "api")
         await ensure_groups(redis, keys.feeds(), GROUP)
         await ensure_groups(redis, keys.rxfeeds(), LOG_GROUP)

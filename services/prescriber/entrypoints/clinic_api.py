@@ -3,7 +3,8 @@
 device: its own user; clinic: users enrolled with that clinic now (a
 transfer ends the old clinic's access at once); operator: everyone. A user
 outside the scope is 403, whether or not they exist, so tokens cannot probe
-for patients of other clinics.
+for patients of other clinics. Every read but a device's of its own user,
+and every refusal, is one entry in the audit log (``shared.audit``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import PrescriptionChanged, UserId
-from shared.http_auth import PrincipalDep, authorize_read
+from shared.http_auth import PrincipalDep, audited, authorize_audited_read
 from shared.store import EventStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1")
@@ -67,11 +68,13 @@ def _json(change: PrescriptionChanged) -> Any:
     response_model=PrescriptionChanged,
     responses={**ERRORS, 404: {"model": Failure, "description": "No prescription yet."}},
 )
-async def latest(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> Any:
+async def latest(
+    user_id: UserId, request: Request, principal: PrincipalDep, store: StoreDep
+) -> Any:
     """The user's latest PrescriptionChanged."""
     async with store_available():
-        await authorize_read(user_id, principal, store)
-        change = await store.latest_prescription(user_id)
+        await authorize_audited_read(request, user_id, principal, store)
+        change = await audited(request, user_id, principal, store.latest_prescription(user_id))
     if change is None:
         raise HTTPException(404, "no prescription for this user yet")
     return _json(change)
@@ -82,11 +85,11 @@ async def latest(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> A
     response_model=list[PrescriptionChanged],
     responses=ERRORS,
 )
-async def every(user_id: UserId, principal: PrincipalDep, store: StoreDep) -> Any:
+async def every(user_id: UserId, request: Request, principal: PrincipalDep, store: StoreDep) -> Any:
     """Every PrescriptionChanged of the user, oldest first."""
     async with store_available():
-        await authorize_read(user_id, principal, store)
-        changes = await store.prescriptions(user_id)
+        await authorize_audited_read(request, user_id, principal, store)
+        changes = await audited(request, user_id, principal, store.prescriptions(user_id))
     return [_json(change) for _, change in changes]
 
 
