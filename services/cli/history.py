@@ -1,10 +1,15 @@
-"""``backtrack history USER``: a user's events and prescriptions as one timeline."""
+"""``backtrack history USER``: a user's events and prescriptions as one timeline.
+
+An operator's read of a patient's data: recorded in the audit log first
+(role ``operator``, by ``cli:<OS user>``, what ``history``; ``shared.audit``).
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
+from shared.audit import AuditLog, cli_reader
 from shared.events import (
     ClinicianReviewed,
     Event,
@@ -58,6 +63,8 @@ async def show_history(settings: Settings, user_id: str, plot: str | None) -> in
         return 2
     redis = connect(settings.redis_url)
     store = RedisStore(redis, partitions=settings.partitions)
+    audit = AuditLog(redis, store.keys, settings.audit_retention_days)
+    await audit.record("operator", cli_reader(), "history", user_id)
     events = [e for _, e in await store.history(user_id)]
     changes = [c for _, c in await store.prescriptions(user_id)]
     await redis.aclose()

@@ -1,4 +1,5 @@
-"""``backtrack``: run the stack, the demo, mint and revoke tokens, read a user's history."""
+"""``backtrack``: run the stack, the demo, mint and revoke tokens, read a user's history,
+export a user's data and read the audit log of who read whose."""
 
 from __future__ import annotations
 
@@ -37,8 +38,28 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("user")
     history.add_argument("--redis-url")
     history.add_argument("--plot", help="also draw pain against level to this PNG")
+    _privacy_parsers(commands)
     _replay_parsers(commands)
     return parser
+
+
+def _privacy_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from services.cli.audit import since  # noqa: PLC0415
+
+    export = commands.add_parser(
+        "export", help="everything held about a user, as JSON (the export is audited)"
+    )
+    export.add_argument("--user", required=True)
+    export.add_argument("--redis-url")
+    export.add_argument("--out", help="write to FILE (default: stdout)")
+    export.add_argument(
+        "--fhir", action="store_true", help="a FHIR Bundle: not built yet, refused (exit 2)"
+    )
+    audit = commands.add_parser("audit", help="who read whose data, when; oldest first")
+    audit.add_argument("--user", help="only reads of this user")
+    audit.add_argument("--since", type=since, help="RFC 3339 time (no offset: UTC)")
+    audit.add_argument("--redis-url")
+    audit.add_argument("--table", action="store_true", help="a table instead of JSON lines")
 
 
 def _replay_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -169,6 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.cli.history import show_history  # noqa: PLC0415
 
         return asyncio.run(show_history(settings, args.user, args.plot))
+    if args.command == "export":
+        from services.cli.export import export_user  # noqa: PLC0415
+
+        return asyncio.run(export_user(settings, args.user, args.out, args.fhir))
+    if args.command == "audit":
+        from services.cli.audit import show_audit  # noqa: PLC0415
+
+        return asyncio.run(show_audit(settings, args.user, args.since, args.table))
     if args.command in ("replay", "dlq"):
         return asyncio.run(_replay(settings, args))
     return 2

@@ -1,4 +1,5 @@
-"""The real ``backtrack`` CLI in a process of its own, against a test stack's Redis and secret."""
+"""The real ``backtrack`` CLI in a process of its own, against a test stack's Redis, secret and
+partition count."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from tests.e2e.conftest import SECRET
 
 def backtrack(stack: Stack, *args: str, stdin: str | None = None) -> str:
     """Run ``backtrack ARGS``; its stdout (the run must succeed)."""
-    env = {**os.environ, "BACKTRACK_REDIS_URL": stack.redis_url, "BACKTRACK_SECRET": SECRET}
+    env = {
+        **os.environ,
+        "BACKTRACK_REDIS_URL": stack.redis_url,
+        "BACKTRACK_SECRET": SECRET,
+        "BACKTRACK_PARTITIONS": str(stack.settings.partitions),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "services.cli.main", *args],
         input=stdin,
