@@ -37,6 +37,7 @@ from shared.keys import Keys
 from shared.redis_server import free_port
 from shared.redis_store import connect
 from shared.settings import Settings
+from tests.bench.report import NOTES
 from tests.redis_server import RedisServer
 
 ENTRIES = 100_000
@@ -121,6 +122,7 @@ def main() -> None:
     try:
         per_entry = anyio.run(_bytes_per_entry, server.url)
         print(f"bytes per audit entry: {per_entry:.0f} (MEMORY USAGE of {ENTRIES:,} entries)")
+        NOTES.append(f"audit log: {per_entry:.0f} B per entry (MEMORY USAGE of {ENTRIES:,})")
         days = _sessions_per_clinic_day()
         print(
             "entries per clinic-day, demo's pattern (device reads): 0; "
@@ -131,6 +133,7 @@ def main() -> None:
             q = statistics.quantiles(ms, n=10)
             median = statistics.median(ms)
             print(f"prescription read, {name}: median {median:.2f} ms, p90 {q[-1]:.2f} ms")
+            NOTES.append(f"prescription read over HTTP, {name}: median {median:.2f} ms")
     finally:
         server.stop()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from shared import codec, sealing
 from shared.sealing import DataKey, MasterKey, MasterKeys
+from tests.bench.report import NOTES
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 EVENTS = ("PainLogged.v2", "PrescriptionChanged.v1")
@@ -47,9 +48,14 @@ def main() -> None:
         print(f"{name}: {len(data)} bytes of JSON, sealed {len(sealed['data'])}")
         for label, micros in figures.items():
             print(f"  {label:<26} {micros:6.2f} us/event")
+        NOTES.append(
+            f"sealing a {name} ({len(data)} B of JSON): "
+            + ", ".join(f"{label} {micros:.1f} us" for label, micros in figures.items())
+        )
     wrapped = sealing.wrap(master.current, sealing.new_data_key(), "p-0001")
     miss = per_call(lambda: DataKey.of(sealing.unwrap(master, wrapped, "p-0001")), calls=5_000)
     print(f"data key cache miss (unwrap + cipher set-up, no Redis) {miss:6.2f} us/user")
+    NOTES.append(f"data key cache miss (unwrap + cipher set-up, no Redis): {miss:.1f} us per user")
 
 
 if __name__ == "__main__":
