@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,14 +24,21 @@ def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
     """
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
-    settings = Settings(
-        redis_url=redis_server.url,
-        secret=SECRET,
-        partitions=4,
-        ingest_port=free_port(),
-        clinic_port=free_port(),
-        channels_port=free_port(),
-        claim_idle_ms=1000,
-    )
+    settings = stack_settings(redis_server.url)
     with Stack(settings, quiet=True) as running:
         yield running
+
+
+def stack_settings(redis_url: str, **overrides: Any) -> Settings:
+    """A test stack's settings on ``redis_url``: free ports, ``SECRET``, 4 partitions and
+    quick reclaims, unless ``overrides`` say otherwise."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "secret": SECRET,
+        "partitions": 4,
+        "ingest_port": free_port(),
+        "clinic_port": free_port(),
+        "channels_port": free_port(),
+        "claim_idle_ms": 1000,
+    }
+    return Settings(**(values | overrides))

@@ -13,10 +13,8 @@ from services.cli.stack import Stack
 from services.prescriber.feeds.consumer import GROUP
 from shared.keys import Keys
 from shared.redis_cluster import ClusterServer
-from shared.redis_server import free_port
 from shared.redis_store import node_url
-from shared.settings import Settings
-from tests.e2e.conftest import SECRET
+from tests.e2e.conftest import stack_settings
 from tests.e2e.test_pipeline import _auth, _enrolled, _pain, _started, _wait_for
 
 PARTITIONS = 16
@@ -27,15 +25,7 @@ USERS = [f"cl-{i}" for i in range(12)]
 def cluster_stack(redis_cluster: ClusterServer) -> Iterator[Stack]:
     """ingest + prescriber on the flushed test cluster, 16 partitions over 3 masters."""
     redis_cluster.flushall()
-    settings = Settings(
-        redis_url=redis_cluster.url,
-        secret=SECRET,
-        partitions=PARTITIONS,
-        ingest_port=free_port(),
-        clinic_port=free_port(),
-        channels_port=free_port(),
-        claim_idle_ms=1000,
-    )
+    settings = stack_settings(redis_cluster.url, partitions=PARTITIONS)
     with Stack(settings, quiet=True) as running:
         yield running
 

@@ -25,10 +25,8 @@ from services.channels.queues import DUE
 from services.cli.stack import Stack
 from shared.auth import issue, verify
 from shared.keys import Keys
-from shared.redis_server import free_port
-from shared.settings import Settings
 from tests.e2e.cli import backtrack
-from tests.e2e.conftest import SECRET
+from tests.e2e.conftest import SECRET, stack_settings
 from tests.redis_server import RedisEndpoint
 from tests.webhook_receiver import Receiver, receiver_factory
 
@@ -41,14 +39,9 @@ def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
     """The three services on a flushed test Redis, with short SSE and webhook timings."""
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
-    settings = Settings(
-        redis_url=redis_server.url,
-        secret=SECRET,
+    settings = stack_settings(
+        redis_server.url,
         partitions=PARTITIONS,
-        ingest_port=free_port(),
-        clinic_port=free_port(),
-        channels_port=free_port(),
-        claim_idle_ms=1000,
         webhook_allow_private=True,
         webhook_backoff=(3.0, 3.0, 3.0),
         webhook_timeout=1.0,

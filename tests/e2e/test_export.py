@@ -29,10 +29,8 @@ import redis
 from services.cli.stack import Stack
 from shared.auth import issue
 from shared.keys import PRESCRIBER_GROUP, Keys
-from shared.redis_server import free_port
-from shared.settings import Settings
 from tests.e2e.cli import backtrack
-from tests.e2e.conftest import SECRET
+from tests.e2e.conftest import SECRET, stack_settings
 from tests.redis_server import RedisServer
 
 CLINIC, USER = "clinic-export", "ex-patient"
@@ -117,15 +115,7 @@ def _enrol(stack: Stack, user: str) -> Headers:
 def fresh_stack(own_redis_server: Callable[..., RedisServer]) -> Iterator[Stack]:
     """Ingest and prescriber on a Redis of their own, empty."""
     server = own_redis_server()
-    settings = Settings(
-        redis_url=server.url,
-        secret=SECRET,
-        partitions=4,
-        ingest_port=free_port(),
-        clinic_port=free_port(),
-        channels_port=free_port(),
-        claim_idle_ms=1000,
-    )
+    settings = stack_settings(server.url)
     with Stack(settings, quiet=True, services=("ingest", "prescriber")) as running:
         yield running
 

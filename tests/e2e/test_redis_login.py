@@ -20,9 +20,7 @@ import pytest
 
 from services.cli.stack import Stack
 from shared.auth import issue
-from shared.redis_server import free_port
-from shared.settings import Settings
-from tests.e2e.conftest import SECRET
+from tests.e2e.conftest import SECRET, stack_settings
 from tests.shipped_redis import USER, shipped
 from tests.webhook_receiver import Receiver, receiver_factory
 
@@ -55,15 +53,8 @@ def test_the_stack_runs_logged_in_to_the_shipped_redis(tmp_path: Path, receiver:
     """Event in, prescription and webhook out, with the services' user and nothing more."""
     password = secrets.token_hex(32)
     with shipped("everysec", tmp_path, password) as port:
-        settings = Settings(
-            redis_url=f"redis://{USER}:{password}@127.0.0.1:{port}/0",
-            secret=SECRET,
-            partitions=4,
-            ingest_port=free_port(),
-            clinic_port=free_port(),
-            channels_port=free_port(),
-            webhook_allow_private=True,
-            claim_idle_ms=1000,
+        settings = stack_settings(
+            f"redis://{USER}:{password}@127.0.0.1:{port}/0", webhook_allow_private=True
         )
         with Stack(settings, quiet=True) as stack:
             clinic, operator = _auth("clinic", "clinic-a"), _auth("operator", None)

@@ -17,9 +17,8 @@ import redis
 
 from services.cli.stack import Stack
 from shared.auth import issue
-from shared.redis_server import free_port
 from shared.settings import Settings
-from tests.e2e.conftest import SECRET
+from tests.e2e.conftest import SECRET, stack_settings
 from tests.redis_server import RedisEndpoint
 
 CLINIC, OTHER = "clinic-cap", "clinic-cap-other"
@@ -31,15 +30,7 @@ def capped(redis_server: RedisEndpoint) -> Iterator[Stack]:
     """The three services with a per-clinic cap of two open streams, on a flushed test Redis."""
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
-    settings = Settings(
-        redis_url=redis_server.url,
-        secret=SECRET,
-        partitions=4,
-        ingest_port=free_port(),
-        clinic_port=free_port(),
-        channels_port=free_port(),
-        sse_max_streams_per_clinic=CAP,
-    )
+    settings = stack_settings(redis_server.url, sse_max_streams_per_clinic=CAP)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("BACKTRACK_SSE_MAX_STREAMS_PER_CLINIC", str(CAP))
         running = Stack(settings, quiet=True).start()

@@ -19,8 +19,8 @@ import redis
 from services.cli.stack import Stack
 from shared.auth import issue
 from shared.keys import Keys
-from shared.redis_server import RedisServer, free_port
-from shared.settings import Settings
+from shared.redis_server import RedisServer
+from tests.e2e.conftest import stack_settings
 
 pytestmark = pytest.mark.fault
 
@@ -30,15 +30,7 @@ T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 @contextmanager
 def _stack(server: RedisServer) -> Iterator[Stack]:
-    settings = Settings(
-        redis_url=server.url,
-        secret=SECRET,
-        partitions=4,
-        ingest_port=free_port(),
-        clinic_port=free_port(),
-        channels_port=free_port(),
-        claim_idle_ms=1000,
-    )
+    settings = stack_settings(server.url, secret=SECRET)
     with Stack(settings, quiet=True) as stack:
         yield stack
 
