@@ -99,7 +99,7 @@ StoreDep = Annotated[EventStore, Depends(_store)]
 
 def _subs(request: Request) -> SubscriptionLog:
     redis: Redis = request.app.state.redis
-    return SubscriptionLog(redis)
+    return SubscriptionLog(redis, request.app.state.settings.master_keys())
 
 
 def _clinic_for(principal: Principal, asked: str | None) -> str:
@@ -148,16 +148,17 @@ async def subscribe(
         )
     except UnsafeUrl as exc:
         raise HTTPException(422, f"webhook url refused: {exc}") from None
+    secret = new_secret()
     event = SubscriptionCreated(
         sub_id=f"sub_{uuid.uuid4().hex}",
         clinic_id=clinic,
         url=body.url,
         user_ids=None if body.user_ids is None else tuple(dict.fromkeys(body.user_ids)),
-        secret=new_secret(),
+        secret=secret,
         occurred_at=datetime.now(UTC),
     )
     await _subs(request).append(event)
-    return {"id": event.sub_id, "secret": event.secret}
+    return {"id": event.sub_id, "secret": secret}
 
 
 @router.get("/subscriptions", responses={401: {}, 403: {}})

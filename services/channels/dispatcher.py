@@ -118,7 +118,7 @@ class Dispatcher:
         self.redis = redis
         self.store = store
         self.settings = settings
-        self.subs = SubscriptionLog(redis)
+        self.subs = SubscriptionLog(redis, settings.master_keys())
         self.queues = Queues(redis)
         self.client = client or webhook_client(settings.webhook_timeout)
         self.rand = rand

@@ -1,9 +1,12 @@
 """Webhook subscriptions, kept as events on the small stream ``bt:subs``.
 
 The stream is never trimmed: the read model is a fold over it, so
-subscriptions survive restarts and replays. Secrets are stored there because
-the dispatcher must sign with them; ``bt:subs`` is as sensitive as the
-``BACKTRACK_SECRET`` and never leaves Redis except in the creation answer.
+subscriptions survive restarts and replays. The signing secrets are not in
+it: each is kept apart, encrypted with the master key (``shared.sealing``,
+bound to its subscription id), in the hash ``bt:{bt:subs}:secrets`` (the
+stream's slot), and deleted with its subscription, in one script with the
+event. Entries written before carry their secret in the stream and keep
+working.
 
 A subscription matches a change when the change's user is enrolled with the
 subscription's clinic at delivery time and (``user_ids`` is None or the user
@@ -21,9 +24,23 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from redis.asyncio import Redis
 
 from shared.events import ClinicId, UserId
+from shared.sealing import MasterKeys, unwrap, wrap
 from shared.streams import START, text
 
 SUBS = "bt:subs"
+#: sub_id -> its signing secret, wrapped by the master key. The hash tag puts it in the
+#: slot of SUBS (one transaction on a Redis Cluster); the prefix keeps it among the
+#: keys the services' ACL user may touch (``bt:*``).
+SECRETS = "bt:{bt:subs}:secrets"
+#: the secret's write (or delete) and the event's XADD, as one atomic step
+_APPEND = """
+if ARGV[1] == 'set' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+elseif ARGV[1] == 'del' then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+"""
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -34,7 +51,7 @@ class SubscriptionCreated(BaseModel):
     clinic_id: ClinicId
     url: str
     user_ids: tuple[UserId, ...] | None
-    secret: str
+    secret: str | None = None  # kept apart, sealed (SECRETS); only older entries carry it
     occurred_at: AwareDatetime
 
 
@@ -113,7 +130,7 @@ def evolve(subs: Subscriptions, position: str, event: SubEvent) -> Subscriptions
             clinic_id=event.clinic_id,
             url=event.url,
             user_ids=users,
-            secret=event.secret,
+            secret=event.secret or "",
             created_at=event.occurred_at,
             created_ms=stream_ms(position),
         )
@@ -136,18 +153,35 @@ def replay(
 
 
 class SubscriptionLog:
-    """Appends subscription events to ``bt:subs`` and keeps a folded read model."""
+    """Appends subscription events to ``bt:subs`` and keeps a folded read model.
 
-    def __init__(self, redis: Redis) -> None:
+    ``masters`` seal new secrets and open stored ones; without them (tools that
+    only read statuses) secrets stay empty and creating a subscription raises.
+    """
+
+    def __init__(self, redis: Redis, masters: MasterKeys | None = None) -> None:
         self.redis = redis
+        self.masters = masters
         self._subs: Subscriptions = {}
         self._last = START
 
     async def append(self, event: SubEvent) -> str:
-        """Store one event; returns its position."""
-        data = event.__pydantic_serializer__.to_json(event)
-        fields: dict[Any, Any] = {"type": event.type, "sub_id": event.sub_id, "data": data}
-        return text(await self.redis.xadd(SUBS, fields))
+        """Store one event (a new subscription's secret sealed, apart); returns its position."""
+        op, sealed, stored = "", b"", event
+        if isinstance(event, SubscriptionCreated) and event.secret is not None:
+            if self.masters is None:
+                raise ValueError("sealing a subscription's secret needs the master keys")
+            op = "set"
+            sealed = wrap(self.masters.current, event.secret.encode(), _bound(event.sub_id))
+            stored = event.model_copy(update={"secret": None})
+        elif isinstance(event, SubscriptionDeleted):
+            op = "del"
+        data = stored.__pydantic_serializer__.to_json(stored)
+        fields = ["type", stored.type, "sub_id", stored.sub_id, "data", data]
+        position = await self.redis.eval(
+            _APPEND, 2, SUBS, SECRETS, op, event.sub_id, sealed, *fields
+        )
+        return text(position)
 
     async def refresh(self) -> Subscriptions:
         """Fold whatever was appended since the last call (one XRANGE) and return all."""
@@ -160,15 +194,44 @@ class SubscriptionLog:
             for pos, fields in entries
         ]
         if decoded:
+            decoded = await self._with_secrets(decoded)
             self._subs = replay(decoded, self._subs)
             self._last = decoded[-1][0]
         return self._subs
+
+    async def _with_secrets(
+        self, entries: list[tuple[str, SubEvent]]
+    ) -> list[tuple[str, SubEvent]]:
+        """The entries, each new subscription with its secret opened (empty once deleted)."""
+        apart = [
+            e.sub_id for _, e in entries if isinstance(e, SubscriptionCreated) and e.secret is None
+        ]
+        if not apart or self.masters is None:
+            return entries
+        found: list[Any] = await self.redis.hmget(SECRETS, apart)
+        sealed = dict(zip(apart, found, strict=True))
+        opened: list[tuple[str, SubEvent]] = []
+        for position, event in entries:
+            wrapped = sealed.get(event.sub_id) if isinstance(event, SubscriptionCreated) else None
+            if wrapped is None:
+                opened.append((position, event))
+                continue
+            raw = wrapped if isinstance(wrapped, bytes) else wrapped.encode()
+            secret = unwrap(self.masters, raw, _bound(event.sub_id)).decode()
+            opened.append((position, event.model_copy(update={"secret": secret})))
+        return opened
 
     async def get(self, sub_id: str) -> Subscription | None:
         return (await self.refresh()).get(sub_id)
 
 
+def _bound(sub_id: str) -> str:
+    """What a sealed secret is bound to: its subscription (not a patient's id)."""
+    return f"subscription:{sub_id}"
+
+
 __all__ = [
+    "SECRETS",
     "SUBS",
     "SubEvent",
     "Subscription",

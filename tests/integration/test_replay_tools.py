@@ -25,6 +25,7 @@ from shared.codec import dumps, from_fields
 from shared.events import PainLogged
 from shared.keys import Keys
 from shared.redis_store import RedisStore
+from shared.settings import Settings
 from tests.integration.events_factory import make_outcome, make_pain, make_review, make_started
 from tests.integration.replay_fixtures import arrivals, keyspace_digest, run_live
 
@@ -100,7 +101,7 @@ async def _subscribe(redis: Redis, clinic: str) -> str:
         secret="whsec_" + "A" * 32,
         occurred_at=datetime.now(UTC),
     )
-    await SubscriptionLog(redis).append(created)
+    await SubscriptionLog(redis, Settings().master_keys()).append(created)
     return sub_id
 
 

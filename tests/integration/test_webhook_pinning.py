@@ -35,6 +35,7 @@ from services.channels.subscriptions import SubscriptionCreated, SubscriptionLog
 from services.channels.webhooks import new_secret, post
 from shared.keys import DLQ, Keys
 from shared.redis_store import RedisStore
+from shared.settings import Settings
 from tests.integration.events_factory import make_change, make_started
 from tests.tls_certs import Authority
 from tests.webhook_receiver import Receiver, receiver_factory
@@ -132,7 +133,7 @@ async def _subscribe(redis: Redis, url: str, receiver: Receiver) -> str:
         secret=receiver.secret,
         occurred_at=datetime.now(UTC),
     )
-    await SubscriptionLog(redis).append(event)
+    await SubscriptionLog(redis, Settings().master_keys()).append(event)
     return event.sub_id
 
 

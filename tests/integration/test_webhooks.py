@@ -29,6 +29,7 @@ from shared import codec
 from shared.keys import DLQ, Keys
 from shared.log import configure_logging
 from shared.redis_store import RedisStore
+from shared.settings import Settings
 from tests.integration.events_factory import make_change, make_started
 from tests.webhook_receiver import Receiver, receiver_factory
 
@@ -105,7 +106,7 @@ async def _subscribe(
         secret=secret,
         occurred_at=datetime.now(UTC),
     )
-    await SubscriptionLog(redis).append(event)
+    await SubscriptionLog(redis, Settings().master_keys()).append(event)
     return event.sub_id
 
 
