@@ -13,6 +13,8 @@ for the collector.
 from __future__ import annotations
 
 import gc
+import os
+import socket
 
 #: Net container allocations between young-generation passes; then the defaults' ratios.
 THRESHOLDS = (50_000, 20, 20)
@@ -29,4 +31,9 @@ def tune_gc() -> None:
     gc.set_threshold(*THRESHOLDS)
 
 
-__all__ = ["THRESHOLDS", "tune_gc"]
+def instance_name() -> str:
+    """This process's name among its peers: consumer names, lease owners (host-pid)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+__all__ = ["THRESHOLDS", "instance_name", "tune_gc"]

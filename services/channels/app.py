@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator
 
 import structlog
@@ -36,6 +34,7 @@ from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.rate_limit import RateLimits
 from shared.redis_store import RedisStore, connect, ping
+from shared.runtime import instance_name
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +74,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(url)
         mount(app, settings, redis)
-        keys, name = Keys(settings.partitions), f"{socket.gethostname()}-{os.getpid()}"
+        keys, name = Keys(settings.partitions), instance_name()
         dispatcher = Dispatcher(redis, app.state.store, settings, metrics=app.state.metrics)
         await ensure_groups(redis, keys)
         broker = broker_for(url, logger=structlog.get_logger("faststream"), log_level=10)

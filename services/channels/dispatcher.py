@@ -223,29 +223,44 @@ class Dispatcher:
 
     async def _drop(self, delivery: Delivery, reason: str) -> None:
         """Send nothing: log the change as ``dropped`` and take it off the queue."""
-        change, sub_id = delivery.change, delivery.sub.sub_id
+        entry = await self._log(delivery, "dropped", reason=reason)
+        await self.queues.finish(delivery.queue, delivery.item, _now_ms())
+        self._wake.set()  # the user's next change is due now, to be dropped in turn
+        self.metrics.dropped.inc()
+        log.info(
+            "webhook_dropped",
+            sub_id=delivery.sub.sub_id,
+            event_id=entry["event_id"],
+            attempt=delivery.attempt,
+            reason=reason,
+        )
+
+    async def _log(
+        self,
+        delivery: Delivery,
+        status: int | str,
+        latency_ms: int = 0,
+        error: str = "",
+        reason: str | None = None,
+    ) -> dict[Any, Any]:
+        """Add one entry to the subscription's delivery log (an attempt, or a drop with its
+        reason) and return it."""
+        change = delivery.change
         entry: dict[Any, Any] = {
             "event_id": str(change.event_id),
             "user_id": change.user_id,
             "version": str(change.version),
             "attempt": delivery.attempt,
             "at": datetime.now(UTC).isoformat(),
-            "status": "dropped",
-            "latency_ms": 0,
-            "error": "",
-            "reason": reason,
+            "status": status,
+            "latency_ms": latency_ms,
+            "error": error,
         }
-        await self.redis.xadd(log_key(sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
-        await self.queues.finish(delivery.queue, delivery.item, _now_ms())
-        self._wake.set()  # the user's next change is due now, to be dropped in turn
-        self.metrics.dropped.inc()
-        log.info(
-            "webhook_dropped",
-            sub_id=sub_id,
-            event_id=entry["event_id"],
-            attempt=delivery.attempt,
-            reason=reason,
-        )
+        if reason is not None:
+            entry["reason"] = reason
+        key = log_key(delivery.sub.sub_id)
+        await self.redis.xadd(key, entry, maxlen=LOG_MAXLEN, approximate=True)
+        return entry
 
     async def _attempt(self, delivery: Delivery) -> Attempt:
         sub = delivery.sub
@@ -260,19 +275,8 @@ class Dispatcher:
         )
 
     async def _record(self, delivery: Delivery, result: Attempt) -> None:
-        change = delivery.change
-        entry: dict[Any, Any] = {
-            "event_id": str(change.event_id),
-            "user_id": change.user_id,
-            "version": str(change.version),
-            "attempt": delivery.attempt,
-            "at": datetime.now(UTC).isoformat(),
-            "status": result.status,
-            "latency_ms": result.latency_ms,
-            "error": result.error,
-        }
-        sub_id = delivery.sub.sub_id
-        await self.redis.xadd(log_key(sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
+        change, sub_id = delivery.change, delivery.sub.sub_id
+        entry = await self._log(delivery, result.status, result.latency_ms, result.error)
         log.info(
             "webhook_attempt",
             sub_id=sub_id,

@@ -14,8 +14,6 @@ reads them and counts each token's requests (``RateLimits.api_*``).
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator
 
 import structlog
@@ -44,14 +42,11 @@ from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.rate_limit import RateLimits
 from shared.redis_store import RedisStore, connect
+from shared.runtime import instance_name
 from shared.settings import Settings
 from shared.streams import ensure_groups
 
 log = structlog.get_logger(__name__)
-
-
-def instance_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def create_app(
