@@ -6,7 +6,9 @@ registered in ``UPCASTERS``), then validates against the current models.
 
 A stream entry holds plain fields any Redis client can read:
 ``type``, ``event_id``, ``user_id`` and ``data`` (the event's JSON); a
-``PrescriptionChanged`` entry also ``version``.
+``PrescriptionChanged`` entry also ``version``. Stored, ``data`` is sealed
+with the user's data key (``shared.data_keys``, which adds ``enc`` and
+``dek``); the codec sees entries before sealing and after opening.
 """
 
 from __future__ import annotations
@@ -116,7 +118,10 @@ def to_fields(event: Event) -> dict[str, bytes | str]:
 
 
 def from_fields(fields: Mapping[Any, Any]) -> Event:
-    """Decode a stream entry written by ``to_fields`` (bytes or str keys)."""
+    """Decode a stream entry written by ``to_fields`` (bytes or str keys), opened if it was
+    sealed (``shared.data_keys``). Raises DecodeError for an entry still sealed."""
+    if b"enc" in fields or "enc" in fields:
+        raise DecodeError("a sealed entry: open it with its user's data key first")
     return _decode(_data(fields))
 
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from shared import sealing
 from shared.keys import DATA_KEYS, Keys
@@ -69,6 +70,10 @@ class KeyDestroyed(LookupError):  # noqa: N818 - the name readers catch
         self.user_id = user_id
 
 
+#: An opened entry's fields, or why it does not open (``DataKeys.open_many``).
+Opened = Mapping[Any, Any] | KeyDestroyed | Unreadable
+
+
 @dataclass(frozen=True, slots=True)
 class Rewrapped:
     """What a ``rewrap`` did: keys rewrapped now, and keys already under the current master key."""
@@ -92,8 +97,11 @@ class DataKeys:
         cache_size: int = 10_000,
         cache_ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        seals: bool = True,
     ) -> None:
         self.redis = redis
+        #: whether new entries are sealed (``seal_many``); reads open sealed entries either way
+        self.seals = seals
         self.keys = keys
         self.masters = masters
         self._cache: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
@@ -113,6 +121,7 @@ class DataKeys:
             settings.master_keys(),
             cache_size=settings.data_key_cache_size,
             cache_ttl=settings.data_key_cache_ttl,
+            seals=settings.encrypt_at_rest,
         )
 
     async def seal(self, user_id: str, fields: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -139,6 +148,57 @@ class DataKeys:
             return sealing.open_sealed(await self._key(user_id, create=False), fields)
         except OtherDataKey:
             raise KeyDestroyed(user_id) from None
+
+    async def seal_many(self, entries: Sequence[Mapping[Any, Any]]) -> list[Mapping[Any, Any]]:
+        """Each entry sealed under its user's data key (made on first use), in order;
+        unchanged when this process does not seal (``seals`` false).
+
+        Raises KeyDestroyed if any entry's user was erased (nothing is sealed then).
+        """
+        if not self.seals:
+            return list(entries)
+        users = [sealing.entry_user(fields) for fields in entries]
+        found = await self._keys(set(users), create=True)
+        for user in users:
+            key = found[user]
+            if isinstance(key, KeyDestroyed):
+                raise key
+        return [
+            sealing.seal(cast(DataKey, found[user]), fields)
+            for user, fields in zip(users, entries, strict=True)
+        ]
+
+    async def open_many(self, entries: Sequence[Mapping[Any, Any]]) -> list[Opened]:
+        """Each entry opened, in order: its plain fields, or the error that stops it.
+
+        An entry of an erased user gives ``KeyDestroyed`` (readers skip it); one
+        that does not authenticate, or has no ``user_id``, gives ``Unreadable``
+        (readers dead-letter it). A plaintext entry comes back as it is.
+        """
+        users: list[str | None] = []
+        for fields in entries:
+            try:
+                users.append(sealing.entry_user(fields) if sealing.is_sealed(fields) else None)
+            except ValueError:
+                users.append("")
+        found = await self._keys({u for u in users if u}, create=False)
+        out: list[Opened] = []
+        for user, fields in zip(users, entries, strict=True):
+            if user is None:
+                out.append(fields)
+            elif not user:
+                out.append(Unreadable("a sealed entry has no user_id"))
+            else:
+                out.append(_open(found[user], user, fields))
+        return out
+
+    async def open_all(self, entries: Sequence[Mapping[Any, Any]]) -> list[Mapping[Any, Any]]:
+        """Each entry opened, in order; raises the first entry's error (``open_many``)."""
+        opened = await self.open_many(entries)
+        for item in opened:
+            if isinstance(item, Exception):
+                raise item
+        return cast(list[Mapping[Any, Any]], opened)
 
     async def destroy(self, user_id: str) -> bool:
         """Crypto-shred ``user_id``: delete the wrapped key, write the tombstone, forget the key.
@@ -177,16 +237,35 @@ class DataKeys:
             done += await self._swap(keys=[name], args=[wrapped, replacement])
         return Rewrapped(rewrapped=done, current=already)
 
-    async def _key(self, user_id: str, *, create: bool) -> DataKey:
+    async def _keys(self, users: set[str], *, create: bool) -> dict[str, DataKey | KeyDestroyed]:
+        """The data keys of ``users``: cached ones at once, the others in one pipeline."""
         now = self._clock()
-        cached = self._cache.get(user_id)
-        if cached is not None and cached[1] > now:
-            self._cache.move_to_end(user_id)
-            return cached[0]
-        wrapped = await self._stored(user_id, create=create)
+        found: dict[str, DataKey | KeyDestroyed] = {}
+        missing: list[str] = []
+        for user in users:
+            cached = self._cache.get(user)
+            if cached is not None and cached[1] > now:
+                self._cache.move_to_end(user)
+                found[user] = cached[0]
+            else:
+                missing.append(user)
+        if missing:
+            stored = await self._fetch(missing, create=create)
+            for user, wrapped in zip(missing, stored, strict=True):
+                found[user] = self._remember(user, wrapped, now)
+        return found
+
+    async def _key(self, user_id: str, *, create: bool) -> DataKey:
+        key = (await self._keys({user_id}, create=create))[user_id]
+        if isinstance(key, KeyDestroyed):
+            raise key
+        return key
+
+    def _remember(self, user_id: str, wrapped: bytes | None, now: float) -> DataKey | KeyDestroyed:
+        """The unwrapped key, cached; KeyDestroyed (nothing cached) for none stored."""
         if wrapped is None:
             self._cache.pop(user_id, None)
-            raise KeyDestroyed(user_id)
+            return KeyDestroyed(user_id)
         key = DataKey.of(sealing.unwrap(self.masters, wrapped, user_id))
         self._cache[user_id] = (key, now + self._ttl)
         self._cache.move_to_end(user_id)
@@ -194,12 +273,47 @@ class DataKeys:
             self._cache.popitem(last=False)
         return key
 
-    async def _stored(self, user_id: str, *, create: bool) -> bytes | None:
+    async def _fetch(self, users: Sequence[str], *, create: bool) -> list[bytes | None]:
+        """The stored wrapped keys of ``users`` (None: none, or erased) in one round trip;
+        with ``create``, one made for each user that has none and is not erased.
+
+        Each creation is its own script call in the pipeline (Redis Cluster safe:
+        each touches one user's keys); a script cache flushed meanwhile is
+        loaded again and the missing calls sent once more.
+        """
         if not create:
-            return _raw(await self.redis.get(self.keys.data_key(user_id)))
-        fresh = sealing.wrap(self.masters.current, sealing.new_data_key(), user_id)
-        keys = [self.keys.data_key(user_id), self.keys.erased(user_id)]
-        return _raw(await self._create(keys=keys, args=[fresh]))
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                pipe.get(self.keys.data_key(user))
+            return [_raw(reply) for reply in await pipe.execute()]
+        calls = {
+            user: (
+                "EVALSHA",
+                self._create.sha,
+                2,
+                self.keys.data_key(user),
+                self.keys.erased(user),
+                sealing.wrap(self.masters.current, sealing.new_data_key(), user),
+            )
+            for user in users
+        }
+        replies: dict[str, Any] = {}
+        for _ in range(2):
+            todo = [user for user in users if user not in replies]
+            pipe = self.redis.pipeline(transaction=False)
+            for user in todo:
+                pipe.execute_command(*calls[user])
+            answers = await pipe.execute(raise_on_error=False)
+            for user, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, NoScriptError):
+                    continue
+                if isinstance(answer, Exception):
+                    raise answer
+                replies[user] = answer
+            if len(replies) == len(users):
+                return [_raw(replies[user]) for user in users]
+            await self.redis.script_load(_CREATE)
+        raise NoScriptError("the data key script could not be loaded")
 
 
 def _raw(reply: bytes | str | None) -> bytes | None:
@@ -207,9 +321,20 @@ def _raw(reply: bytes | str | None) -> bytes | None:
     return reply.encode() if isinstance(reply, str) else reply
 
 
+def _open(key: DataKey | KeyDestroyed, user_id: str, fields: Mapping[Any, Any]) -> Opened:
+    if isinstance(key, KeyDestroyed):
+        return key
+    try:
+        return sealing.open_sealed(key, fields)
+    except OtherDataKey:
+        return KeyDestroyed(user_id)
+    except Unreadable as exc:
+        return exc
+
+
 def _check_user(user_id: str, fields: Mapping[Any, Any]) -> None:
     if sealing.entry_user(fields) != user_id:
         raise ValueError(f"the entry is not {user_id!r}'s")
 
 
-__all__ = ["DataKeys", "KeyDestroyed", "Rewrapped"]
+__all__ = ["DataKeys", "KeyDestroyed", "Opened", "Rewrapped"]

@@ -15,7 +15,7 @@ retry answers ``duplicate`` with the original position).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from hashlib import sha1
@@ -28,7 +28,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from shared import sealing
 from shared.codec import DecodeError, from_fields, to_fields
+from shared.data_keys import DataKeys, KeyDestroyed
 from shared.enrolments import RedisEnrolments
 from shared.events import Event, Input, PrescriptionChanged, RehabStarted
 from shared.keys import Keys
@@ -146,18 +148,34 @@ def _lower(after: str) -> str:
     return "-" if is_start(after) else f"({after}"
 
 
-def _as_input(fields: dict[Any, Any]) -> Input:
+def _as_input(fields: Mapping[Any, Any]) -> Input:
     event = from_fields(fields)
     if isinstance(event, PrescriptionChanged):
         raise DecodeError(f"{event.type} found in a user history")
     return event
 
 
-def _as_change(fields: dict[Any, Any]) -> PrescriptionChanged:
+def _as_change(fields: Mapping[Any, Any]) -> PrescriptionChanged:
     event = from_fields(fields)
     if not isinstance(event, PrescriptionChanged):
         raise DecodeError(f"{event.type} found in a prescription stream")
     return event
+
+
+#: the ``type`` a snapshot's sealed data is bound to (with its user, position and versions)
+SNAPSHOT_TYPE = "Snapshot"
+
+
+def snapshot_envelope(user_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A snapshot hash as a sealable entry: its data bound to the user, the position it
+    was folded to and both versions, so a snapshot moved or relabelled does not open."""
+    return {
+        "type": f"{SNAPSHOT_TYPE}/{text(fields['rules_version'])}",
+        "event_id": text(fields["position"]),
+        "user_id": user_id,
+        "version": text(fields["state_version"]),
+        **{k: fields[k] for k in ("data", sealing.MARKER, sealing.KEY_FIELD) if k in fields},
+    }
 
 
 def _snapshot_fields(snapshot: Snapshot) -> dict[str, bytes | str | int]:
@@ -169,8 +187,12 @@ def _snapshot_fields(snapshot: Snapshot) -> dict[str, bytes | str | int]:
     }
 
 
-def _flat(fields: dict[str, bytes | str]) -> list[bytes | str]:
+def _flat(fields: Mapping[Any, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
+
+
+def _fields_or_none(opened: Any) -> Mapping[Any, Any] | None:
+    return None if isinstance(opened, Exception) else cast(Mapping[Any, Any], opened)
 
 
 class Item(NamedTuple):
@@ -180,7 +202,7 @@ class Item(NamedTuple):
     event_id: str
     partition: int
     keys: list[str]
-    fields: list[bytes | str]
+    fields: list[Any]
     clinic: str
     version: str = ""  # a PrescriptionChanged's version: idempotent by version, not dedupe
 
@@ -189,22 +211,27 @@ class Item(NamedTuple):
 CALL_ITEMS = 100
 
 
-def _stored_as(event: Event, flat: Sequence[Any]) -> bool:
-    """Whether the stored entry ``flat`` (field, value, ...) decodes to ``event``.
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
-    The script compares fields byte for byte; an entry written under an older
-    schema version or encoding differs in bytes from the same event written
-    today, so a conflict is confirmed on the decoded events before it is
-    answered.
+
+def _stored_as(event: Event, fields: Mapping[Any, Any]) -> bool:
+    """Whether the stored entry's (opened) ``fields`` decode to ``event``.
+
+    The script compares fields byte for byte; a sealed entry never matches
+    (each seal draws a new nonce), and an entry written under an older schema
+    version or encoding differs in bytes from the same event written today,
+    so a conflict is confirmed on the decoded events before it is answered.
     """
     try:
-        return from_fields(dict(zip(flat[::2], flat[1::2], strict=True))) == event
+        return from_fields(fields) == event
     except ValueError:  # DecodeError, pydantic's ValidationError: not this event either
         return False
 
 
-def _appended(item: Item, reply: Sequence[Any]) -> Appended:
-    """An ``Appended`` from the script's reply for one item."""
+def _appended(item: Item, reply: Sequence[Any], stored: Mapping[Any, Any] | None) -> Appended:
+    """An ``Appended`` from the script's reply for one item; ``stored``: the opened fields
+    of the entry a conflict names (None if it does not open)."""
     status = text(reply[0])
     if status == "error":
         message = text(reply[1])
@@ -213,7 +240,7 @@ def _appended(item: Item, reply: Sequence[Any]) -> Appended:
         raise rx.ResponseError(message)
     position = text(reply[1])
     if status == "conflict":
-        same = _stored_as(item.event, reply[2])
+        same = stored is not None and _stored_as(item.event, stored)
         return Appended(item.event_id, "duplicate" if same else "conflict", position)
     if status not in ("accepted", "duplicate"):
         raise rx.ResponseError(f"unexpected append reply {reply!r}")
@@ -232,12 +259,15 @@ class RedisStore:
         redis: Redis,
         partitions: int = 16,
         dedupe_ttl: int = DEFAULT_DEDUPE_TTL,
+        data_keys: DataKeys | None = None,
     ) -> None:
         if dedupe_ttl < 1:
             raise ValueError("dedupe_ttl must be at least 1 second")
         self.redis = redis
         self.keys = Keys(partitions)
         self.dedupe_ttl = dedupe_ttl
+        #: seals what is written and opens what is read; None: plaintext only (tools, tests)
+        self.data_keys = data_keys
         self._enrolments = RedisEnrolments(redis, self.keys)
 
     # -- writes -----------------------------------------------------------
@@ -287,17 +317,39 @@ class RedisStore:
             for indices in by_partition.values()
             for start in range(0, len(indices), CALL_ITEMS)
         ]
-        calls = [self._call([items[i] for i in group]) for group in groups]
         with _guard():
+            items = await self._sealed(items)
+            calls = [self._call([items[i] for i in group]) for group in groups]
             # one EVALSHA costs less CPU than a pipeline of one
             replies = (
                 [await self._run(calls[0])] if len(calls) == 1 else await self._run_many(calls)
             )
-        results: list[Appended | None] = [None] * len(items)
+        answers: list[Any] = [None] * len(items)
         for group, reply in zip(groups, replies, strict=True):
             for i, answer in zip(group, reply, strict=True):
-                results[i] = _appended(items[i], answer)
-        return cast(list[Appended], results)
+                answers[i] = answer
+        stored = await self._conflicting(answers)
+        return [_appended(*args) for args in zip(items, answers, stored, strict=True)]
+
+    async def _sealed(self, items: Sequence[Item]) -> Sequence[Item]:
+        """The items with their fields sealed (KeyDestroyed for an erased user: none written)."""
+        if self.data_keys is None or not self.data_keys.seals:
+            return items
+        sealed = await self.data_keys.seal_many([_pairs(item.fields) for item in items])
+        return [item._replace(fields=_flat(f)) for item, f in zip(items, sealed, strict=True)]
+
+    async def _conflicting(self, answers: Sequence[Any]) -> list[Mapping[Any, Any] | None]:
+        """For each answer naming a conflict, the stored entry's fields opened (None if not)."""
+        found: list[Mapping[Any, Any] | None] = [
+            _pairs(a[2]) if isinstance(a, list) and text(a[0]) == "conflict" else None
+            for a in answers
+        ]
+        named = [fields for fields in found if fields is not None]
+        if not named or self.data_keys is None:
+            return found
+        with _guard():
+            opened = iter(await self.data_keys.open_many(named))
+        return [None if f is None else _fields_or_none(next(opened)) for f in found]
 
     async def _run(self, call: list[Any]) -> Any:
         try:
@@ -370,18 +422,37 @@ class RedisStore:
 
     async def save_snapshot(self, user_id: str, snapshot: Snapshot) -> None:
         """Replace the user's snapshot (one HSET: all fields or none)."""
-        with _guard():
-            await self.redis.hset(self.keys.snapshot(user_id), mapping=_snapshot_fields(snapshot))  # type: ignore[arg-type]
+        await self.save_snapshots([(user_id, snapshot)])
 
     async def save_snapshots(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
-        """Replace many users' snapshots in one round trip (each one HSET)."""
+        """Replace many users' snapshots in one round trip (each one HSET, sealed).
+
+        A user erased meanwhile gets no snapshot (their key is gone).
+        """
         if not snapshots:
             return
         with _guard():
+            hashes = await self._sealed_snapshots(snapshots)
             pipe = self.redis.pipeline(transaction=False)
-            for user_id, snapshot in snapshots:
-                pipe.hset(self.keys.snapshot(user_id), mapping=_snapshot_fields(snapshot))  # type: ignore[arg-type]
+            for user_id, mapping in hashes:
+                pipe.hset(self.keys.snapshot(user_id), mapping=mapping)  # type: ignore[arg-type]
             await pipe.execute()
+
+    async def _sealed_snapshots(
+        self, snapshots: Sequence[tuple[str, Snapshot]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        plain = [(user, _snapshot_fields(snapshot)) for user, snapshot in snapshots]
+        if self.data_keys is None or not self.data_keys.seals:
+            # empty markers: a plaintext snapshot replaces a sealed one in the same HSET
+            return [(user, f | {sealing.MARKER: "", sealing.KEY_FIELD: ""}) for user, f in plain]
+        out: list[tuple[str, dict[str, Any]]] = []
+        for user, fields in plain:  # one by one: an erased user must not stop the others
+            try:
+                [sealed] = await self.data_keys.seal_many([snapshot_envelope(user, fields)])
+            except KeyDestroyed:
+                continue
+            out.append((user, fields | {k: sealed[k] for k in ("data", "enc", "dek")}))
+        return out
 
     # -- reads ------------------------------------------------------------
 
@@ -393,7 +464,8 @@ class RedisStore:
             entries: Any = await self.redis.xrange(
                 self.keys.history(user_id), _lower(after), "+", count
             )
-        return [(text(pos), _as_input(fields)) for pos, fields in entries]
+            opened = await self._open_all(fields for _, fields in entries)
+        return [(text(p), _as_input(f)) for (p, _), f in zip(entries, opened, strict=True)]
 
     async def histories(
         self, cursors: Sequence[tuple[str, str]], until: Sequence[str | None] | None = None
@@ -407,7 +479,22 @@ class RedisStore:
             for (user_id, after), end in zip(cursors, ends, strict=True):
                 pipe.xrange(self.keys.history(user_id), _lower(after), end or "+")
             replies: list[Any] = await pipe.execute()
-        return [[(text(pos), _as_input(fields)) for pos, fields in r] for r in replies]
+            return [await self._inputs(reply) for reply in replies]
+
+    async def _inputs(self, entries: Any) -> list[tuple[str, Input]]:
+        """A page of a user's history decoded; none for an erased user (replays skip them)."""
+        try:
+            opened = await self._open_all(fields for _, fields in entries)
+        except KeyDestroyed:
+            return []
+        return [(text(p), _as_input(f)) for (p, _), f in zip(entries, opened, strict=True)]
+
+    async def _open_all(self, entries: Iterable[Mapping[Any, Any]]) -> list[Mapping[Any, Any]]:
+        """Entries opened (raises KeyDestroyed, Unreadable); as they are with no data keys."""
+        todo = list(entries)
+        if self.data_keys is None or not any(sealing.is_sealed(f) for f in todo):
+            return todo
+        return await self.data_keys.open_all(todo)
 
     async def prescriptions(
         self, user_id: str, after: str = START
@@ -415,13 +502,15 @@ class RedisStore:
         """A user's prescription changes after ``after`` (exclusive), oldest first."""
         with _guard():
             entries: Any = await self.redis.xrange(self.keys.rx(user_id), _lower(after), "+")
-        return [(text(pos), _as_change(fields)) for pos, fields in entries]
+            opened = await self._open_all(fields for _, fields in entries)
+        return [(text(p), _as_change(f)) for (p, _), f in zip(entries, opened, strict=True)]
 
     async def latest_prescription(self, user_id: str) -> PrescriptionChanged | None:
         """The user's newest PrescriptionChanged, or None."""
         with _guard():
             entries: Any = await self.redis.xrevrange(self.keys.rx(user_id), "+", "-", 1)
-        return _as_change(entries[0][1]) if entries else None
+            opened = await self._open_all(fields for _, fields in entries)
+        return _as_change(opened[0]) if opened else None
 
     async def clinic_of(self, user_id: str) -> str | None:
         """The clinic the user is enrolled with now, or None."""
@@ -451,6 +540,13 @@ class RedisStore:
         if not raw:
             return None
         got = {text(k): v for k, v in raw.items()}
+        if got.get(sealing.MARKER):
+            if self.data_keys is None:
+                return None  # sealed, and nothing here opens it: rebuilt from history instead
+            [opened] = await self.data_keys.open_many([snapshot_envelope(user_id, got)])
+            if isinstance(opened, Exception):
+                return None  # erased, or damaged: a snapshot is only ever a shortcut
+            got["data"] = opened["data"]
         data = got["data"]
         return Snapshot(
             data=data.encode() if isinstance(data, str) else bytes(data),

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field
 from typing import Any, Final
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -229,6 +230,45 @@ def sealed_with(fields: Mapping[Any, Any]) -> str:
     return _bytes(value).decode(errors="replace")
 
 
+#: The prefix of a packed sealed entry (``pack``): never the first bytes of a JSON object.
+PACKED: Final = b"sealed1:"
+
+
+def pack(fields: Mapping[Any, Any]) -> bytes:
+    """A sealed entry as one value (a webhook queue item): ``PACKED`` + JSON, data in base64.
+
+    Raises ValueError for an entry that is not sealed (its plaintext would be packed).
+    """
+    if not is_sealed(fields):
+        raise ValueError("only a sealed entry is packed")
+    out: dict[str, str] = {}
+    for name, value in fields.items():
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        if key == "data":
+            out[key] = base64.b64encode(_bytes(value)).decode()
+        else:
+            out[key] = _bytes(value).decode()
+    return PACKED + orjson.dumps(out)
+
+
+def is_packed(value: bytes) -> bool:
+    """Whether ``value`` is a packed sealed entry (else: plaintext, written before sealing)."""
+    return value.startswith(PACKED)
+
+
+def unpack(value: bytes) -> dict[str, Any]:
+    """The sealed entry ``pack`` made (str keys, ``data`` as bytes). Raises Unreadable."""
+    if not is_packed(value):
+        raise Unreadable("not a packed sealed entry")
+    try:
+        raw = orjson.loads(value[len(PACKED) :])
+        fields: dict[str, Any] = {str(k): str(v) for k, v in raw.items()}
+        fields["data"] = base64.b64decode(fields["data"], validate=True)
+    except (orjson.JSONDecodeError, AttributeError, KeyError, binascii.Error, ValueError):
+        raise Unreadable("a damaged packed entry") from None
+    return fields
+
+
 def entry_user(fields: Mapping[Any, Any]) -> str:
     """The ``user_id`` field of an entry, as text."""
     value = fields.get("user_id", fields.get(b"user_id"))
@@ -302,6 +342,7 @@ __all__ = [
     "KEY_BYTES",
     "KEY_FIELD",
     "MARKER",
+    "PACKED",
     "DataKey",
     "MasterKey",
     "MasterKeys",
@@ -311,12 +352,15 @@ __all__ = [
     "Unreadable",
     "decode_key",
     "entry_user",
+    "is_packed",
     "is_sealed",
     "master_key_id",
     "new_data_key",
     "open_sealed",
+    "pack",
     "seal",
     "sealed_with",
+    "unpack",
     "unwrap",
     "wrap",
     "wrapped_by",

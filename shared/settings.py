@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # process may open the patient's entries from its cache for at most this many seconds
     data_key_cache_size: int = Field(default=10_000, ge=1)
     data_key_cache_ttl: float = Field(default=10.0, gt=0.0, le=300.0)
+    # whether new entries are sealed; off (development and benchmarks only) writes plaintext,
+    # and sealed entries are still opened
+    encrypt_at_rest: bool = True
     # default and maximum token lifetimes in seconds, per role; verification enforces the maximum
     token_ttl_device: int = Field(default=90 * DAY, ge=1)
     token_max_ttl_device: int = Field(default=180 * DAY, ge=1)
@@ -146,6 +149,11 @@ class Settings(BaseSettings):
                 f"BACKTRACK_PREVIOUS_SECRETS holds a secret under {MIN_SECRET_BYTES} bytes, {where}"
             )
         problems.extend(self._master_key_problems(where))
+        if not self.encrypt_at_rest:
+            problems.append(
+                "BACKTRACK_ENCRYPT_AT_REST=0 stores health data in plain text and is for "
+                f"development and benchmarks only, {where}: unset it"
+            )
         if self.webhook_allow_private:
             problems.append(
                 "BACKTRACK_WEBHOOK_ALLOW_PRIVATE lets webhooks reach private addresses and is "

@@ -22,6 +22,7 @@ production refusals set their environment explicitly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 os.environ["BACKTRACK_ENVIRONMENT"] = "test"
@@ -33,8 +34,11 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from shared.data_keys import DataKeys
+from shared.keys import Keys
 from shared.redis_cluster import ClusterServer
 from shared.redis_store import RedisStore, connect
+from shared.sealing import MasterKey, MasterKeys
 from tests.redis_server import RedisEndpoint, RedisServer, session_endpoint
 
 
@@ -68,9 +72,16 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+def data_keys_for(client: Redis, partitions: int = 16) -> DataKeys:
+    """Data keys under a fixed test master key (what a service builds from its settings)."""
+    masters = MasterKeys(MasterKey(hashlib.sha256(b"backtrack test master key").digest()))
+    return DataKeys(client, Keys(partitions), masters)
+
+
 @pytest.fixture
 async def redis_store(redis: Redis) -> RedisStore:
-    return RedisStore(redis, partitions=16)
+    """The store as the services run it: every entry sealed with its user's data key."""
+    return RedisStore(redis, partitions=16, data_keys=data_keys_for(redis))
 
 
 @pytest.fixture
@@ -115,4 +126,4 @@ async def cluster_redis(cluster_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def cluster_store(cluster_redis: Redis) -> RedisStore:
-    return RedisStore(cluster_redis, partitions=16)
+    return RedisStore(cluster_redis, partitions=16, data_keys=data_keys_for(cluster_redis))

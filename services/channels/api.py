@@ -251,7 +251,14 @@ async def stream(
         try:
             async with slot.held():
                 async for chunk in events(
-                    request, redis, key, after, heartbeat, access=access, recheck=recheck
+                    request,
+                    redis,
+                    key,
+                    after,
+                    heartbeat,
+                    access=access,
+                    recheck=recheck,
+                    data_keys=request.app.state.store.data_keys,
                 ):
                     yield chunk
         finally:

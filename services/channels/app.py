@@ -30,6 +30,7 @@ from shared import tasks
 from shared.audit import AuditLog
 from shared.body_limit import BodyLimit
 from shared.broker import broker_for
+from shared.data_keys import DataKeys
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.rate_limit import RateLimits
@@ -49,7 +50,8 @@ def mount(
     app.state.settings = settings
     app.state.channel_settings = settings
     app.state.redis = redis
-    app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds)
+    data_keys = DataKeys.from_settings(redis, settings)
+    app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds, data_keys)
     app.state.audit = AuditLog(redis, app.state.store.keys, settings.audit_retention_days)
     app.state.request_limits = (rates or RateLimits()).buckets(redis, "api")
 

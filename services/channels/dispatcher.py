@@ -10,8 +10,10 @@ next backoff step (with jitter) and, after the last, dead-lettered on
 ``bt:dlq``. Each attempt checks the URL again and connects only to an
 address that check accepted (``services.channels.egress``); a refused URL is
 a failed attempt that sent nothing. Every attempt is one entry in ``bt:wh:log:<sub_id>``. A queued
-change is decoded once per attempt, by the codec; the body posted is the
-queued bytes as they are (what the signature covers).
+change is the rx feed entry as sealed (``queue_item``); each attempt opens it
+with the patient's data key and decodes it once, by the codec; the body
+posted is the change's JSON as the prescriber wrote it (what the signature
+covers). A change whose patient was erased meanwhile leaves the queue unsent.
 
 Access is checked at every attempt, not only when a change is queued
 (invariant 9): right before posting, the patient must still be enrolled with
@@ -41,7 +43,7 @@ from redis.exceptions import RedisError
 from services.channels.egress import webhook_client
 from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
-from services.channels.queues import Queues, sub_of
+from services.channels.queues import Queues, queue_item, sub_of
 from services.channels.subscriptions import (
     Subscription,
     SubscriptionDisabled,
@@ -49,7 +51,8 @@ from services.channels.subscriptions import (
     stream_ms,
 )
 from services.channels.webhooks import Attempt, post
-from shared import codec, tasks
+from shared import codec, sealing, tasks
+from shared.data_keys import KeyDestroyed
 from shared.dead_letters import dead_letter
 from shared.events import PrescriptionChanged
 from shared.keys import DLQ
@@ -87,11 +90,13 @@ def _now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One attempt at a queue head: the queued bytes (the body posted) and the change they hold."""
+    """One attempt at a queue head: the queued bytes, the body posted (the change's JSON,
+    opened) and the change it holds."""
 
     sub: Subscription
     queue: str
     item: bytes
+    body: bytes
     change: PrescriptionChanged
     attempt: int
 
@@ -149,7 +154,7 @@ class Dispatcher:
             if user not in clinics:
                 clinics[user] = await self.store.clinic_of(user)
             fed = stream_ms(text(entry_id))
-            item = data if isinstance(data, bytes) else data.encode()
+            item = queue_item(fields)
             for sub in subs:
                 if sub.matches(user, clinics[user], fed):
                     queued += await self.queues.enqueue(sub.sub_id, user, event_id, item, _now_ms())
@@ -192,8 +197,32 @@ class Dispatcher:
             self._endpoints[key] = asyncio.Semaphore(self.settings.webhook_per_endpoint)
         return self._endpoints[key]
 
+    async def _body(self, queue: str, item: bytes) -> bytes | None:
+        """The change's JSON a queued item holds; None (and the item gone) if the patient was
+        erased since it was queued."""
+        if not sealing.is_packed(item):
+            return item
+        fields = sealing.unpack(item)
+        if self.store.data_keys is None:
+            raise sealing.Unreadable("a sealed webhook item, and no data keys to open it")
+        [opened] = await self.store.data_keys.open_many([fields])
+        if isinstance(opened, KeyDestroyed):
+            await self.queues.finish(queue, item, _now_ms())
+            log.info("webhook_erased_dropped", sub_id=sub_of(queue))
+            return None
+        if isinstance(opened, Exception):
+            raise opened
+        return bytes(opened["data"])
+
     async def _deliver(self, sub: Subscription, queue: str, item: bytes, attempt: int) -> None:
-        delivery = Delivery(sub, queue, item, _change(item), attempt)
+        try:
+            body = await self._body(queue, item)
+        except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
+            log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+            return
+        if body is None:
+            return
+        delivery = Delivery(sub, queue, item, body, _change(body), attempt)
         try:
             wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
             gate = self._endpoint(sub.url)
@@ -269,7 +298,7 @@ class Dispatcher:
             sub.url,
             sub.secret,
             str(delivery.change.event_id),
-            delivery.item,
+            delivery.body,
             allow_private=self.settings.webhook_allow_private,
             https_only=not self.settings.is_local,
         )

@@ -7,13 +7,20 @@ scored by the unix ms its head may next be attempted. Claiming a head moves
 its score to a lease deadline (one script, so two dispatchers never take the
 same head); a dispatcher killed mid-attempt loses nothing: the lease runs out
 and the head is attempted again. Every key the scripts touch carries the
-``{wh}`` hash tag (one cluster slot).
+``{wh}`` hash tag (one cluster slot). An item is the rx feed entry as the
+prescriber sealed it, packed into one value (``queue_item``): the change
+inside stays encrypted with the patient's data key while it waits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
 from redis.asyncio import Redis
 
+from shared import sealing
 from shared.streams import text
 
 TAG = "bt:{wh}"
@@ -61,6 +68,24 @@ end
 redis.call('DEL', KEYS[3])
 return #queues
 """
+
+
+def queue_item(fields: Mapping[Any, Any]) -> bytes:
+    """What a webhook queue holds for one rx feed entry: the sealed entry packed (its
+    routing fields readable, the change sealed), or a plaintext entry's JSON."""
+    if sealing.is_sealed(fields):
+        return sealing.pack({k: v for k, v in fields.items() if text(k) not in _FEED_ONLY})
+    data = fields.get(b"data", fields.get("data", b""))
+    return data if isinstance(data, bytes) else data.encode()
+
+
+_FEED_ONLY = frozenset({"pos", "prev"})
+
+
+def item_ids(item: bytes) -> tuple[str, str]:
+    """The (event id, user id) a queued item names, without opening it."""
+    fields = sealing.unpack(item) if sealing.is_packed(item) else orjson.loads(item)
+    return str(fields["event_id"]), str(fields["user_id"])
 
 
 def queue_key(sub_id: str, user_id: str) -> str:
@@ -128,4 +153,15 @@ class Queues:
         return int(await self.redis.zcard(DUE))
 
 
-__all__ = ["DUE", "TAG", "TRIES", "Queues", "queue_key", "queues_of", "seen_key", "sub_of"]
+__all__ = [
+    "DUE",
+    "TAG",
+    "TRIES",
+    "Queues",
+    "item_ids",
+    "queue_item",
+    "queue_key",
+    "queues_of",
+    "seen_key",
+    "sub_of",
+]

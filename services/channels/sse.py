@@ -22,6 +22,8 @@ from typing import Any
 from fastapi import Request
 from redis.asyncio import Redis
 
+from shared import sealing
+from shared.data_keys import DataKeys
 from shared.streams import text
 
 LAST_ID = re.compile(r"\d{1,20}-\d{1,20}")
@@ -67,6 +69,7 @@ async def events(
     *,
     access: Access,
     recheck: float,
+    data_keys: DataKeys | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames of every entry of ``key`` after ``after``, then new ones as they come, for as
     long as ``access`` allows: it is asked before each event and at least every
@@ -86,7 +89,13 @@ async def events(
                     return
                 checked = quiet_since = time.monotonic()
                 last = text(position)
-                yield frame(last, bytes(fields.get(b"data", b"{}")))
+                opened = fields
+                if data_keys is not None and sealing.is_sealed(fields):
+                    [opened] = await data_keys.open_many([fields])
+                    if isinstance(opened, Exception):  # erased meanwhile (or damaged)
+                        yield closing("the patient's data can no longer be read")
+                        return
+                yield frame(last, bytes(opened.get(b"data", b"{}")))
         if time.monotonic() - checked >= recheck:
             if refused := await access():
                 yield closing(refused)

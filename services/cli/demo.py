@@ -44,6 +44,7 @@ from services.clinical.remote import Server, caught_up, live_cohort
 from services.clinical.report import target_rows
 from shared.auth import issue
 from shared.cohort.persona import Persona, personas
+from shared.data_keys import DataKeys
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
@@ -78,7 +79,9 @@ def _own_log(settings: Settings) -> Settings:
 async def _run(stack: Stack, people: list[Persona], seed: int, weeks: int, report: Path) -> int:
     settings = stack.settings
     redis = connect(stack.redis_url)
-    store = RedisStore(redis, partitions=settings.partitions)
+    store = RedisStore(
+        redis, settings.partitions, data_keys=DataKeys.from_settings(redis, settings)
+    )
     try:
         if await _known(store, people):
             console.print(

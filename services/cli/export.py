@@ -24,6 +24,7 @@ import orjson
 
 from shared.audit import AuditLog, cli_reader
 from shared.codec import dumps
+from shared.data_keys import DataKeys
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
 from shared.store import Enrolment
@@ -57,7 +58,9 @@ async def collect(settings: Settings, redis_url: str, user_id: str) -> dict[str,
     """The export of ``user_id`` (after its audit entry is written)."""
     redis = connect(redis_url)
     try:
-        store = RedisStore(redis, partitions=settings.partitions)
+        store = RedisStore(
+            redis, settings.partitions, data_keys=DataKeys.from_settings(redis, settings)
+        )
         audit = AuditLog(redis, store.keys, settings.audit_retention_days)
         await audit.record("operator", cli_reader(), "export", user_id)
         events = await _events(store, user_id)

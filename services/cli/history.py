@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.audit import AuditLog, cli_reader
+from shared.data_keys import DataKeys
 from shared.events import (
     ClinicianReviewed,
     Event,
@@ -62,7 +63,9 @@ async def show_history(settings: Settings, user_id: str, plot: str | None) -> in
         print("set BACKTRACK_REDIS_URL or pass --redis-url")
         return 2
     redis = connect(settings.redis_url)
-    store = RedisStore(redis, partitions=settings.partitions)
+    store = RedisStore(
+        redis, settings.partitions, data_keys=DataKeys.from_settings(redis, settings)
+    )
     audit = AuditLog(redis, store.keys, settings.audit_retention_days)
     await audit.record("operator", cli_reader(), "history", user_id)
     events = [e for _, e in await store.history(user_id)]

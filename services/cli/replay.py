@@ -32,6 +32,7 @@ from rich.table import Table
 
 from services.replay.metrics import ReplayMetrics, serve
 from services.replay.workers import Job, in_workers
+from shared.data_keys import DataKeys
 from shared.keys import Keys
 from shared.redis_store import connect
 from shared.settings import Settings
@@ -116,7 +117,7 @@ async def rebuild(settings: Settings, user: str | None, rebuild_id: str | None) 
     keys = Keys(settings.partitions)
     async with _redis(settings) as redis:
         chosen = rebuild_id or await _unfinished(redis, user) or time.strftime("r%Y%m%d%H%M%S")
-        job = Rebuild(redis, keys, chosen)
+        job = Rebuild(redis, keys, chosen, data_keys=DataKeys.from_settings(redis, settings))
         users, resumed = await job.plan([user] if user else None)
         if resumed:
             console.print(f"resuming rebuild [bold]{chosen}[/] ({len(users)} users left)")
@@ -155,7 +156,9 @@ async def _over(
 ) -> list[Any]:
     """The job's answers over ``users``: one, in this process, or one per worker process."""
     if settings.replay_workers <= 1:
-        return [await job.tool(redis, Keys(job.partitions), job.argument, users, advance)]
+        data_keys = DataKeys.from_settings(redis, settings)
+        keys = Keys(job.partitions)
+        return [await job.tool(redis, keys, job.argument, users, advance, data_keys=data_keys)]
     return in_workers(job, users, settings.replay_workers, advance)
 
 
@@ -170,7 +173,13 @@ async def what_if(
     async with _redis(settings) as redis:
         users = await scan.user_ids(redis, keys)
         total = await scan.total_events(redis, keys, users)
-        job = Job(whatif.what_if, settings.redis_url or "", settings.partitions, rules)
+        job = Job(
+            whatif.what_if,
+            settings.redis_url or "",
+            settings.partitions,
+            rules,
+            settings.master_keys(),
+        )
         with _watch(settings, "what-if", "what-if", len(users), total) as advance:
             answers = await _over(redis, settings, job, users, advance)
     order = {user: i for i, user in enumerate(users)}
@@ -196,7 +205,13 @@ async def as_of(settings: Settings, at: datetime, user: str | None, arrived: boo
         if user is None:
             users = await scan.user_ids(redis, keys)
             total = await scan.total_events(redis, keys, users)
-            job = Job(asof.phases_as_of, settings.redis_url or "", settings.partitions, at)
+            job = Job(
+                asof.phases_as_of,
+                settings.redis_url or "",
+                settings.partitions,
+                at,
+                settings.master_keys(),
+            )
             with _watch(settings, "as-of", "as-of", len(users), total) as advance:
                 answers = await _over(redis, settings, job, users, advance)
             counts = sum((Counter(answer) for answer in answers), Counter[str]())
@@ -207,7 +222,8 @@ async def as_of(settings: Settings, at: datetime, user: str | None, arrived: boo
                 table.add_row(phase, str(n))
             console.print(table)
             return 0
-        view = await asof.as_of(redis, keys, user, at, known=arrived)
+        data_keys = DataKeys.from_settings(redis, settings)
+        view = await asof.as_of(redis, keys, user, at, known=arrived, data_keys=data_keys)
     reading = "arrived" if arrived else "occurred"
     table = Table(title=f"{user} as of {at.isoformat()} (events {reading} by then)")
     table.add_column("")

@@ -149,8 +149,13 @@ def _settings_env(settings: Settings) -> dict[str, str]:
         "webhook_lease",
         "sse_heartbeat",
         "sse_recheck",
+        "encrypt_at_rest",
+        "master_key",
+        "master_key_file",
+        "previous_master_keys",
     )
-    return {f"BACKTRACK_{name.upper()}": _env_value(getattr(settings, name)) for name in fields}
+    values = {name: getattr(settings, name) for name in fields}
+    return {f"BACKTRACK_{k.upper()}": _env_value(v) for k, v in values.items() if v is not None}
 
 
 def _env_value(value: object) -> str:

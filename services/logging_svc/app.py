@@ -51,6 +51,7 @@ from services.logging_svc.writers import Forbidden, admit, needs_clinic
 from shared import auth
 from shared.access_log import CanonicalLog
 from shared.body_limit import BodyLimit
+from shared.data_keys import KeyDestroyed
 from shared.events import Input
 from shared.http_auth import PrincipalDep, revocations_watched
 from shared.rate_limit import RateLimited, RateLimits, TokenBuckets
@@ -138,6 +139,9 @@ async def _append(
     try:
         # a device names only the clinic that enrolled it: its writes never enrol
         return await ingest.store.append_many(events, enrols=principal.role == "operator")
+    except KeyDestroyed as exc:  # nothing was stored: no key is made again for an erased user
+        ingest.metrics.count("rejected", len(events))
+        raise HTTPException(410, f"user {exc.user_id!r} was erased; nothing stored") from None
     except Exception as exc:
         raise _unavailable(ingest, exc, len(events)) from None
 
@@ -303,6 +307,7 @@ def create_app(
         owned = None
         if ingest.store is None:
             from services.logging_svc.redis_wire import connection_options  # noqa: PLC0415
+            from shared.data_keys import DataKeys  # noqa: PLC0415 - lazy by design
             from shared.redis_store import RedisStore, connect  # noqa: PLC0415 - lazy by design
 
             if ingest.redis is None:
@@ -311,7 +316,10 @@ def create_app(
                 url = settings.redis_url
                 ingest.redis = owned = connect(url, **connection_options(url))
             ingest.store = RedisStore(
-                ingest.redis, partitions=settings.partitions, dedupe_ttl=settings.dedupe_ttl_seconds
+                ingest.redis,
+                settings.partitions,
+                settings.dedupe_ttl_seconds,
+                DataKeys.from_settings(ingest.redis, settings),
             )
         if ingest.redis is not None:
             ingest.buckets = ingest.rates.buckets(ingest.redis, "ingest")

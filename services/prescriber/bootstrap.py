@@ -38,6 +38,7 @@ from shared.access_log import CanonicalLog
 from shared.audit import AuditLog
 from shared.body_limit import BodyLimit
 from shared.broker import broker_for
+from shared.data_keys import DataKeys
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.rate_limit import RateLimits
@@ -66,11 +67,10 @@ def create_app(
         keys = Keys(settings.partitions)
         name = instance_name()
         registry = app.state.registry
-        store = RedisStore(
-            redis, partitions=settings.partitions, dedupe_ttl=settings.dedupe_ttl_seconds
-        )
+        data_keys = DataKeys.from_settings(redis, settings)
+        store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds, data_keys)
         processor = Processor(store, rules, snapshot_every=settings.snapshot_every)
-        consumer = FeedConsumer(redis, processor, keys, settings.max_deliveries)
+        consumer = FeedConsumer(redis, processor, keys, settings.max_deliveries, data_keys)
         reader = FeedReader(redis, keys, consumer, name, block_ms=block_ms_for(settings.lease_ms))
         ownership = Ownership(
             Leases(redis, keys, name, settings.lease_ms),
@@ -92,7 +92,7 @@ def create_app(
             log_level=10,
             middlewares=[RedisPrometheusMiddleware(registry=registry)],
         )
-        subscribe_log_channel(broker, keys, name)
+        subscribe_log_channel(broker, keys, name, data_keys)
         app.state.store, app.state.redis = store, redis
         app.state.audit = AuditLog(redis, keys, settings.audit_retention_days)
         app.state.request_limits = rates.buckets(redis, "api")

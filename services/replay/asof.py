@@ -27,6 +27,7 @@ from services.prescriber import engine
 from services.prescriber.arrivals import fold_history
 from services.replay import scan
 from services.replay.readonly import ReadOnly
+from shared.data_keys import DataKeys
 from shared.events import PrescriptionChanged
 from shared.keys import Keys
 from shared.streams import position_key
@@ -49,12 +50,18 @@ def _ms(at: datetime) -> int:
 
 
 async def as_of(
-    redis: Redis, keys: Keys, user_id: str, at: datetime, *, known: bool = False
+    redis: Redis,
+    keys: Keys,
+    user_id: str,
+    at: datetime,
+    *,
+    known: bool = False,
+    data_keys: DataKeys | None = None,
 ) -> AsOf:
     """The user's state and prescription as of ``at`` (see the module doc for ``known``)."""
     reader: Any = ReadOnly(redis)
-    [log] = await scan.histories(reader, keys, [user_id])
-    [changes] = await scan.prescriptions(reader, keys, [user_id])
+    [log] = await scan.histories(reader, keys, [user_id], data_keys=data_keys)
+    [changes] = await scan.prescriptions(reader, keys, [user_id], data_keys)
     if known:
         entries = [e for p, e in log.entries if position_key(p)[0] <= _ms(at)]
         state = fold_history(user_id, entries).state
@@ -103,12 +110,14 @@ async def phases_as_of(
     at: datetime,
     users: Sequence[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    *,
+    data_keys: DataKeys | None = None,
 ) -> dict[str, int]:
     """How many users (default: all) were in each phase as of ``at`` (occurred by then)."""
     reader: Any = ReadOnly(redis)
     counts: dict[str, int] = {}
     todo = list(users) if users is not None else await scan.user_ids(reader, keys)
-    async for logs in scan.stream_histories(reader, keys, todo):
+    async for logs in scan.stream_histories(reader, keys, todo, data_keys=data_keys):
         for log in logs:
             entries = [e for e in log.events if e.occurred_at <= at]
             rx = engine.decide(engine.replay(entries)) if entries else None

@@ -28,7 +28,8 @@ stores a version twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import sha1
 from typing import Any
 
@@ -37,9 +38,12 @@ from redis.asyncio.client import Pipeline
 from services.prescriber import engine
 from services.prescriber.arrivals import Folded
 from services.replay.scan import UserLog
+from shared import sealing
 from shared.codec import to_fields
+from shared.data_keys import DataKeys, KeyDestroyed
 from shared.events import PrescriptionChanged
 from shared.keys import Keys
+from shared.redis_store import snapshot_envelope
 from shared.streams import position_key
 
 STAGED_TTL = 24 * 3600  # an abandoned rebuild's staged keys clean themselves up
@@ -84,6 +88,38 @@ def entry_ids(
         yield f"{previous[0]}-{previous[1]}"
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A user's rebuilt read model as it is written: rx entries' fields and snapshot hash."""
+
+    entries: list[Mapping[Any, Any]]
+    snapshot: dict[str, Any]
+
+
+async def records(
+    data_keys: DataKeys | None, log: UserLog, folded: Folded, rules: engine.RuleSet
+) -> Staged | None:
+    """One user's rebuilt changes and snapshot, sealed with their data key; None if the
+    user was erased meanwhile (nothing is staged for them)."""
+    entries: list[Mapping[Any, Any]] = [to_fields(change) for change in folded.changes]
+    snapshot: dict[str, Any] = {
+        "data": engine.dump_state(folded.state),
+        "position": log.tip,
+        "rules_version": rules.rules_version,
+        "state_version": engine.STATE_VERSION,
+    }
+    if data_keys is None or not data_keys.seals:
+        return Staged(entries, snapshot | {sealing.MARKER: "", sealing.KEY_FIELD: ""})
+    try:
+        *sealed, snap = await data_keys.seal_many(
+            [*entries, snapshot_envelope(log.user_id, snapshot)]
+        )
+    except KeyDestroyed:
+        return None
+    fields = ("data", sealing.MARKER, sealing.KEY_FIELD)
+    return Staged(sealed, snapshot | {name: snap[name] for name in fields})
+
+
 def stage(
     pipe: Pipeline,
     keys: Keys,
@@ -92,22 +128,17 @@ def stage(
     log: UserLog,
     old: Sequence[tuple[str, PrescriptionChanged]],
     folded: Folded,
-    rules: engine.RuleSet,
+    staged: Staged,
 ) -> None:
-    """Queue on ``pipe`` the writes of one user's staged read model."""
+    """Queue on ``pipe`` the writes of one user's staged read model (``records``)."""
     user = log.user_id
     rx = keys.read_model("rx", user, f"staged:{rebuild_id}")
     snap = keys.read_model("snap", user, f"staged:{rebuild_id}")
     pipe.delete(rx, snap)
-    for entry_id, change in zip(entry_ids(folded.changes, old, log), folded.changes, strict=True):
-        pipe.xadd(rx, to_fields(change), id=entry_id)  # type: ignore[arg-type]
-    mapping: dict[str | bytes, bytes | str | int] = {
-        "data": engine.dump_state(folded.state),
-        "position": log.tip,
-        "rules_version": rules.rules_version,
-        "state_version": engine.STATE_VERSION,
-    }
-    pipe.hset(snap, mapping=mapping)  # type: ignore[arg-type]
+    ids = entry_ids(folded.changes, old, log)
+    for entry_id, fields in zip(ids, staged.entries, strict=True):
+        pipe.xadd(rx, fields, id=entry_id)  # type: ignore[arg-type]
+    pipe.hset(snap, mapping=staged.snapshot)  # type: ignore[arg-type]
     pipe.expire(rx, STAGED_TTL)
     pipe.expire(snap, STAGED_TTL)
 

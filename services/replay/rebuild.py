@@ -33,6 +33,7 @@ from services.prescriber import engine
 from services.prescriber.arrivals import fold_history
 from services.replay import bluegreen, scan
 from services.replay.inflight import Lagging, in_flight
+from shared.data_keys import DataKeys
 from shared.keys import PREFIX, Keys
 from shared.streams import text
 
@@ -71,8 +72,11 @@ class Rebuild:
         rules: engine.RuleSet = engine.DEFAULT_RULES,
         group: int = 64,
         retire_ttl: int = RETIRE_TTL,
+        data_keys: DataKeys | None = None,
     ) -> None:
         self.redis, self.keys, self.rebuild_id = redis, keys, rebuild_id
+        #: open the histories read, seal the read models written
+        self.data_keys = data_keys
         self.rules, self.group, self.retire_ttl = rules, group, retire_ttl
         self.key = progress_key(rebuild_id)
         self.deferred_key = f"{self.key}:deferred"
@@ -97,7 +101,9 @@ class Rebuild:
         await self.redis.hsetnx(self.key, "rules_version", self.rules.rules_version)
         await self.redis.hset(self.key, "status", "running")
         await self.redis.set(LAST, self.rebuild_id)
-        async for logs in scan.stream_histories(self.redis, self.keys, users, self.group):
+        async for logs in scan.stream_histories(
+            self.redis, self.keys, users, self.group, data_keys=self.data_keys
+        ):
             await self._group(logs)
             last = logs[-1].user_id
             await self.redis.hset(self.key, "cursor", f"{self.keys.partition(last)}:{last}")
@@ -125,7 +131,8 @@ class Rebuild:
             if not left:
                 return []
             await asyncio.sleep(pause)
-            await self._group(await scan.histories(self.redis, self.keys, left), count=False)
+            logs = await scan.histories(self.redis, self.keys, left, data_keys=self.data_keys)
+            await self._group(logs, count=False)
         raw = await self.redis.smembers(self.deferred_key)
         return sorted(map(text, raw))
 
@@ -154,7 +161,7 @@ class Rebuild:
             stale = await self._switch([log for log in logs if log.user_id not in busy])
             if not stale:
                 break
-            logs = await scan.histories(self.redis, self.keys, stale)
+            logs = await scan.histories(self.redis, self.keys, stale, data_keys=self.data_keys)
         else:
             waiting += [log.user_id for log in logs]
         if waiting:
@@ -164,12 +171,21 @@ class Rebuild:
         """Stage and switch ``logs`` in one pipeline; returns the users found stale."""
         if not logs:
             return []
-        olds = await scan.prescriptions(self.redis, self.keys, [log.user_id for log in logs])
+        users = [log.user_id for log in logs]
+        olds = await scan.prescriptions(self.redis, self.keys, users, self.data_keys)
+        folds = [fold_history(log.user_id, log.events, self.rules) for log in logs]
+        staged = [
+            await bluegreen.records(self.data_keys, log, folded, self.rules)
+            for log, folded in zip(logs, folds, strict=True)
+        ]
         pipe = self.redis.pipeline(transaction=False)
         at: list[int] = []
         differs: list[bool] = []
-        for log, old in zip(logs, olds, strict=True):
-            folded = fold_history(log.user_id, log.events, self.rules)
+        kept = [(log, old, f, s) for log, old, f, s in zip(logs, olds, folds, staged, strict=True)]
+        logs = [log for log, _, _, s in kept if s is not None]  # erased meanwhile: skipped
+        for log, old, folded, records in kept:
+            if records is None:
+                continue
             differs.append([c.event_id for c in folded.changes] != [c.event_id for _, c in old])
             bluegreen.stage(
                 pipe,
@@ -178,7 +194,7 @@ class Rebuild:
                 log=log,
                 old=old,
                 folded=folded,
-                rules=self.rules,
+                staged=records,
             )
             old_tip = old[-1][0] if old else ""
             call = bluegreen.switch_call(self.keys, self.rebuild_id, log, old_tip, self.retire_ttl)

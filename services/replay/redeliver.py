@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
-from services.channels.queues import Queues, seen_key
+from services.channels.queues import Queues, item_ids, queue_item, seen_key
 from services.channels.subscriptions import SubscriptionLog, stream_ms
 from shared.keys import Keys
 from shared.streams import text
@@ -45,11 +44,10 @@ class SubscriptionNotFound(LookupError):  # noqa: N818 - reads as what happened
 
 
 async def requeue(redis: Redis, sub_id: str, items: Sequence[bytes], *, force: bool) -> int:
-    """Queue change JSON ``items`` for one subscription; ``force`` lifts the dedupe."""
+    """Queue ``items`` (``queue_item``s) for one subscription; ``force`` lifts the dedupe."""
     queues, queued = Queues(redis), 0
     for item in items:
-        change = orjson.loads(item)
-        event_id, user = str(change["event_id"]), str(change["user_id"])
+        event_id, user = item_ids(item)
         if force:
             await redis.delete(seen_key(sub_id, event_id))
         queued += await queues.enqueue(sub_id, user, event_id, item, int(time.time() * 1000))
@@ -85,7 +83,7 @@ async def redeliver(
                     clinics[user] = None if clinic is None else text(clinic)
                 seen += 1
                 if sub.matches(user, clinics[user], stream_ms(text(position))):
-                    items.append(bytes(fields[b"data"]))
+                    items.append(queue_item(fields))
             queued += await requeue(redis, sub_id, items, force=True)
             if len(entries) < page:
                 break

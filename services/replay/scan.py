@@ -3,8 +3,9 @@
 Users are found with SCAN over ``bt:{p*}:user:*`` and visited in a stable
 order, (partition, user_id), so a long job can record where it got to and a
 rerun can continue after it. Histories are read with XRANGE in pages of
-``page`` entries, several users per pipeline round trip, and decoded through
-``shared.codec``; only one group of users is in memory at a time.
+``page`` entries, several users per pipeline round trip, opened with the
+users' data keys and decoded through ``shared.codec``; only one group of
+users is in memory at a time. An erased user (key destroyed) reads as empty.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
+from shared import sealing
 from shared.codec import DecodeError, from_fields
+from shared.data_keys import DataKeys, KeyDestroyed
 from shared.events import Input, InputEvent, PrescriptionChanged
 from shared.keys import PREFIX, Keys
 from shared.streams import text
@@ -80,10 +83,33 @@ def _decode_each(raw: Any) -> list[Entry]:
     return out
 
 
+async def _opened(data_keys: DataKeys | None, raw: Any) -> Any:
+    """A page of entries with sealed ones opened; None if the user was erased (skipped).
+
+    Raises Unreadable for an entry that does not open, DecodeError for a sealed
+    page and no ``data_keys``.
+    """
+    if not any(sealing.is_sealed(fields) for _, fields in raw):
+        return raw
+    if data_keys is None:
+        raise DecodeError("sealed entries, and no data keys to open them")
+    try:
+        opened = await data_keys.open_all([fields for _, fields in raw])
+    except KeyDestroyed:
+        return None
+    return [(position, fields) for (position, _), fields in zip(raw, opened, strict=True)]
+
+
 async def histories(
-    redis: Redis, keys: Keys, users: Sequence[str], page: int = 1000
+    redis: Redis,
+    keys: Keys,
+    users: Sequence[str],
+    page: int = 1000,
+    *,
+    data_keys: DataKeys | None = None,
 ) -> list[UserLog]:
-    """The histories of ``users`` (one pipeline round trip per page of entries)."""
+    """The histories of ``users`` (one pipeline round trip per page of entries); an erased
+    user's is empty (replays skip them). ``data_keys`` open sealed entries."""
     logs = {user: UserLog(user, []) for user in users}
     todo = dict.fromkeys(users, "-")
     while todo:
@@ -93,7 +119,11 @@ async def histories(
         replies = await pipe.execute()
         nxt: dict[str, str] = {}
         for (user, _), raw in zip(todo.items(), replies, strict=True):
-            entries = _decode(raw)
+            plain = await _opened(data_keys, raw)
+            if plain is None:
+                logs[user].entries.clear()
+                continue
+            entries = _decode(plain)
             logs[user].entries.extend(entries)
             if len(entries) == page:
                 nxt[user] = f"({entries[-1][0]}"
@@ -102,37 +132,47 @@ async def histories(
 
 
 async def stream_histories(
-    redis: Redis, keys: Keys, users: Sequence[str], group: int = 64, page: int = 1000
+    redis: Redis,
+    keys: Keys,
+    users: Sequence[str],
+    group: int = 64,
+    page: int = 1000,
+    *,
+    data_keys: DataKeys | None = None,
 ) -> AsyncIterator[list[UserLog]]:
     """Histories of ``users`` in groups of ``group`` users, in the given order."""
     for start in range(0, len(users), group):
-        yield await histories(redis, keys, users[start : start + group], page)
+        yield await histories(redis, keys, users[start : start + group], page, data_keys=data_keys)
 
 
 async def prescriptions(
-    redis: Redis, keys: Keys, users: Sequence[str]
+    redis: Redis, keys: Keys, users: Sequence[str], data_keys: DataKeys | None = None
 ) -> list[list[tuple[str, PrescriptionChanged]]]:
-    """Each user's PrescriptionChanged stream (small: a handful per user)."""
+    """Each user's PrescriptionChanged stream (small: a handful per user); none for an
+    erased user."""
     pipe = redis.pipeline(transaction=False)
     for user in users:
         pipe.xrange(keys.rx(user), "-", "+")
     out: list[list[tuple[str, PrescriptionChanged]]] = []
     for raw in await pipe.execute():
-        changes = [(text(pos), from_fields(fields)) for pos, fields in raw]
+        plain = await _opened(data_keys, raw) or []
+        changes = [(text(pos), from_fields(fields)) for pos, fields in plain]
         out.append([(p, c) for p, c in changes if isinstance(c, PrescriptionChanged)])
     return out
 
 
 async def latest_prescriptions(
-    redis: Redis, keys: Keys, users: Sequence[str]
+    redis: Redis, keys: Keys, users: Sequence[str], data_keys: DataKeys | None = None
 ) -> list[PrescriptionChanged | None]:
-    """Each user's newest PrescriptionChanged (None for none), one round trip."""
+    """Each user's newest PrescriptionChanged (None for none or an erased user), one round
+    trip."""
     pipe = redis.pipeline(transaction=False)
     for user in users:
         pipe.xrevrange(keys.rx(user), "+", "-", count=1)
     out: list[PrescriptionChanged | None] = []
     for raw in await pipe.execute():
-        change = from_fields(raw[0][1]) if raw else None
+        plain = await _opened(data_keys, raw)
+        change = from_fields(plain[0][1]) if plain else None
         out.append(change if isinstance(change, PrescriptionChanged) else None)
     return out
 

@@ -24,6 +24,7 @@ from services.prescriber import engine
 from services.prescriber.engine.change import same
 from services.replay import scan
 from services.replay.readonly import ReadOnly
+from shared.data_keys import DataKeys
 from shared.events import PrescribedExercise, PrescriptionChanged, Referral
 from shared.keys import Keys
 
@@ -94,13 +95,17 @@ async def what_if(
     rules: engine.RuleSet,
     users: Sequence[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    *,
+    data_keys: DataKeys | None = None,
 ) -> list[Difference]:
-    """Users whose latest prescription would differ under ``rules``; no writes."""
+    """Users whose latest prescription would differ under ``rules``; no writes (erased
+    users are skipped). ``data_keys`` open sealed entries."""
     reader: Any = ReadOnly(redis)
     todo = list(users) if users is not None else await scan.user_ids(reader, keys)
     found: list[Difference] = []
-    async for logs in scan.stream_histories(reader, keys, todo):
-        latest = await scan.latest_prescriptions(reader, keys, [log.user_id for log in logs])
+    async for logs in scan.stream_histories(reader, keys, todo, data_keys=data_keys):
+        ids = [log.user_id for log in logs]
+        latest = await scan.latest_prescriptions(reader, keys, ids, data_keys)
         for log, current in zip(logs, latest, strict=True):
             rx = engine.decide(engine.replay(log.events, rules), rules) if log.entries else None
             difference = compare(log.user_id, current, rx)

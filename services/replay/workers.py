@@ -10,7 +10,8 @@ caller's bar and metrics move as they go. A worker that fails or dies makes
 the whole run fail; nothing is written by these tools, so a rerun is safe.
 
 A tool is a module-level coroutine function taking ``(redis, keys, argument,
-users, on_progress)``, as ``whatif.what_if`` and ``asof.phases_as_of`` do.
+users, on_progress, data_keys=...)``, as ``whatif.what_if`` and
+``asof.phases_as_of`` do.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.data_keys import DataKeys
 from shared.keys import Keys
 from shared.redis_store import connect
 from shared.runtime import tune_gc
+from shared.sealing import MasterKeys
 
 Tool = Callable[..., Awaitable[Any]]
 
@@ -42,12 +45,16 @@ class Job:
     url: str
     partitions: int
     argument: Any
+    #: open sealed entries (each worker builds its own data keys from them)
+    masters: MasterKeys | None = None
 
 
 async def _share(job: Job, share: list[str], report: Callable[[int, int], None]) -> Any:
     redis = connect(job.url)
+    keys = Keys(job.partitions)
+    data_keys = None if job.masters is None else DataKeys(redis, keys, job.masters)
     try:
-        return await job.tool(redis, Keys(job.partitions), job.argument, share, report)
+        return await job.tool(redis, keys, job.argument, share, report, data_keys=data_keys)
     finally:
         await redis.aclose()
 

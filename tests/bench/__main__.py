@@ -16,7 +16,19 @@ from importlib.metadata import version
 from pathlib import Path
 
 from shared.redis_server import find_binary
-from tests.bench import audit, crypto, e2e, engine, flood, history, load, memory, pipeline, replay
+from tests.bench import (
+    at_rest,
+    audit,
+    crypto,
+    e2e,
+    engine,
+    flood,
+    history,
+    load,
+    memory,
+    pipeline,
+    replay,
+)
 from tests.bench.report import NOTES, ROWS
 
 PACKAGES = ("faststream", "redis", "hiredis", "pydantic", "fastapi", "uvicorn", "orjson")
@@ -71,7 +83,8 @@ def write(path: Path = Path("docs/BENCHMARKS.md")) -> None:
 
 
 def main() -> int:
-    for bench in (engine, pipeline, history, memory, replay, load, e2e, flood, crypto, audit):
+    benches = (engine, pipeline, history, memory, replay, load, e2e, flood, crypto, at_rest, audit)
+    for bench in benches:
         bench.main()
     print("\nsummary")
     for row in ROWS:

@@ -18,7 +18,7 @@ from shared.events import Input
 from shared.keys import Keys
 from shared.redis_server import RedisServer
 from shared.redis_store import RedisStore, connect
-from tests.bench.pipeline import PARTITIONS, _lag, _service
+from tests.bench.pipeline import PARTITIONS, _lag, service
 from tests.bench.report import NOTES
 
 
@@ -73,7 +73,7 @@ def run(users: int = 10_000) -> tuple[int, float, float, float]:
     events = _users(users)
     with RedisServer.start() as server:
         asyncio.run(_fill(server.url, events))
-        with _service("services.prescriber", server.url, "BACKTRACK_CLINIC_PORT") as (_, process):
+        with service("services.prescriber", server.url, "BACKTRACK_CLINIC_PORT") as (_, process):
             idle = _rss_mb(process.pid)
             took = asyncio.run(_wait_drained(server.url))
             time.sleep(1.0)

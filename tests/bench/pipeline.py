@@ -38,7 +38,9 @@ def _events(patients: int, seed: int) -> list[Input]:
 
 
 @contextmanager
-def _service(module: str, url: str, port_var: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def service(
+    module: str, url: str, port_var: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``python -m module`` on ``url`` until ready; yield its base URL and process."""
     port = free_port()
     env = {
@@ -47,6 +49,7 @@ def _service(module: str, url: str, port_var: str) -> Iterator[tuple[str, subpro
         "BACKTRACK_SECRET": SECRET,
         "BACKTRACK_PARTITIONS": str(PARTITIONS),
         port_var: str(port),
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", module],
@@ -164,8 +167,15 @@ async def prescriber_rate(url: str, events: list[Input]) -> float:
     client = connect(url)
     await client.flushall()
     await RedisStore(client, partitions=PARTITIONS).append_many(events)
+    await client.aclose()
+    return await prescriber_drain(url, len(events))
+
+
+async def prescriber_drain(url: str, count: int, extra_env: dict[str, str] | None = None) -> float:
+    """Start a prescriber on a prefilled log; ``count`` over the time until it has consumed it."""
+    client = connect(url)
     keys = Keys(PARTITIONS)
-    with _service("services.prescriber", url, "BACKTRACK_CLINIC_PORT"):
+    with service("services.prescriber", url, "BACKTRACK_CLINIC_PORT", extra_env):
         started = time.perf_counter()
         while await _lag(client, keys) == 0:  # groups appear once subscribers start
             await asyncio.sleep(0.01)
@@ -173,7 +183,7 @@ async def prescriber_rate(url: str, events: list[Input]) -> float:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
     await client.aclose()
-    return len(events) / elapsed
+    return count / elapsed
 
 
 def main(patients: int = 120) -> None:
@@ -191,18 +201,18 @@ def main(patients: int = 120) -> None:
             "events/s",
             lambda: asyncio.run(raw_consume(url, events)),
         )
-        with _service("services.logging_svc", url, "BACKTRACK_INGEST_PORT") as (base, _):
+        with service("services.logging_svc", url, "BACKTRACK_INGEST_PORT") as (base, _):
             single = measure(
                 "ingest, single-event requests (16 connections)",
                 "requests/s",
-                lambda: asyncio.run(_fresh(url, ingest_single(base, events[:8000]))),
+                lambda: asyncio.run(fresh(url, ingest_single(base, events[:8000]))),
             )
-            p50, p99 = asyncio.run(_fresh(url, ingest_latency(base, events[:10000])))
+            p50, p99 = asyncio.run(fresh(url, ingest_latency(base, events[:10000])))
             print(f"  single-event latency at 1,000 requests/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
             batch = measure(
                 "ingest, batch endpoint (500/request)",
                 "events/s",
-                lambda: asyncio.run(_fresh(url, ingest_batch(base, events))),
+                lambda: asyncio.run(fresh(url, ingest_batch(base, events))),
             )
         # what the last batch run left in Redis: the log's memory per event
         stored = asyncio.run(bytes_per_event(url, len(events)))
@@ -243,7 +253,7 @@ def _sizes(stored: dict[str, float]) -> str:
     return f"{sum(stored.values()):,.0f} B ({parts})"
 
 
-async def _fresh(url: str, work: Any) -> Any:
+async def fresh(url: str, work: Any) -> Any:
     """Flush the log first, so every run stores new events rather than duplicates."""
     client = connect(url)
     await client.flushall()

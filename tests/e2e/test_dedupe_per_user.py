@@ -13,10 +13,10 @@ import httpx
 import redis
 
 from services.cli.stack import Stack
-from shared import codec
 from shared.auth import issue
 from shared.keys import Keys
 from tests.e2e.conftest import SECRET
+from tests.sealed import decoded
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CONFLICT = {"error": "event_id already used with another payload"}
@@ -66,8 +66,10 @@ def _history(stack: Stack, user: str) -> list[tuple[str, dict[str, Any]]]:
     keys = Keys(stack.settings.partitions)
     with redis.Redis.from_url(stack.redis_url) as client:
         entries: Any = client.xrange(keys.history(user))
+        events = [decoded(client, fields, keys.partitions) for _, fields in entries]
     return [
-        (pos.decode(), codec.from_fields(fields).model_dump(mode="json")) for pos, fields in entries
+        (pos.decode(), event.model_dump(mode="json"))
+        for (pos, _), event in zip(entries, events, strict=True)
     ]
 
 

@@ -26,8 +26,9 @@ from services.prescriber import engine
 from shared.auth import verify
 from shared.cohort.persona import Persona, make_persona
 from shared.keys import Keys
-from shared.redis_store import RedisStore, connect
+from shared.redis_store import connect
 from tests.e2e.conftest import SECRET
+from tests.sealed import service_store
 
 SEED, WEEKS = 2026, 3
 PEOPLE = [make_persona(SEED, i) for i in (*range(10), 66, 178)]
@@ -64,7 +65,7 @@ def lived(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Lived:
         try:
             async with server_for(stack, redis, event_hooks={"request": [note]}) as server:
                 runs = await live_cohort(server, PEOPLE, SEED, WEEKS)
-            await conclude(RedisStore(redis, partitions=stack.settings.partitions), runs, report)
+            await conclude(service_store(redis, stack.settings.partitions), runs, report)
         finally:
             await redis.aclose()
         return runs

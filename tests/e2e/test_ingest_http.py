@@ -21,7 +21,6 @@ from redis import Redis as SyncRedis
 
 from services.logging_svc.app import create_app
 from services.logging_svc.direct_route import DirectRoutes
-from shared import codec
 from shared.auth import issue
 from shared.events import ClinicianReviewed
 from shared.keys import Keys
@@ -29,6 +28,7 @@ from shared.log import configure_logging
 from shared.redis_server import RedisServer, free_port
 from shared.settings import Settings
 from shared.store import MemoryStore, StoreUnavailable
+from tests.sealed import decoded
 
 SECRET = "ingest-e2e-secret"
 #: Yesterday: within what a device token may date.
@@ -319,7 +319,7 @@ def served(request: pytest.FixtureRequest, redis_url: str) -> Iterator[httpx.Cli
 
 def _reviewers(redis_url: str, user: str) -> list[str | None]:
     with SyncRedis.from_url(redis_url) as client:
-        stored = [codec.from_fields(f) for _, f in client.xrange(Keys(4).history(user))]
+        stored = [decoded(client, f, 4) for _, f in client.xrange(Keys(4).history(user))]
     return [e.reviewed_by for e in stored if isinstance(e, ClinicianReviewed)]
 
 

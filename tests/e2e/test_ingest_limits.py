@@ -16,6 +16,7 @@ from services.cli.stack import Stack
 from shared.auth import issue
 from shared.keys import Keys
 from tests.e2e.conftest import SECRET
+from tests.sealed import opened
 
 USER = "lim-1"
 DEVICE = {"Authorization": f"Bearer {issue('device', USER, SECRET)}"}
@@ -205,5 +206,6 @@ def test_duplicate_ids_inside_one_batch_are_stored_once(stack: Stack) -> None:
     assert results[3] == {"index": 3, "error": "event_id already used with another payload"}
     with redis.Redis.from_url(stack.redis_url) as client:
         history = client.xrange(Keys(stack.settings.partitions).history(user))
+        first = opened(client, history[0][1], stack.settings.partitions)
     assert len(history) == 2
-    assert b'"score":4' in history[0][1][b"data"]
+    assert b'"score":4' in first[b"data"]

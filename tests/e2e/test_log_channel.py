@@ -12,7 +12,8 @@ from typing import Any
 
 from shared import cohort
 from shared.redis_server import free_port
-from shared.redis_store import RedisStore, connect
+from shared.redis_store import connect
+from tests.sealed import service_store
 
 
 def test_one_line_per_change_without_scores(own_redis_server: Any, tmp_path: Any) -> None:
@@ -37,7 +38,7 @@ def test_one_line_per_change_without_scores(own_redis_server: Any, tmp_path: Any
 
             async def fill() -> int:
                 client = connect(server.url)
-                store = RedisStore(client, partitions=2)
+                store = service_store(client, 2)
                 await store.append_many(events)
                 deadline = time.monotonic() + 30
                 while True:

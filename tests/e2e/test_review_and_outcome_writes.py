@@ -16,11 +16,11 @@ import pytest
 import redis
 
 from services.cli.stack import Stack
-from shared import codec
 from shared.auth import issue
 from shared.events import ClinicianReviewed, Input, OutcomeRecorded, PrescriptionChanged
 from shared.keys import Keys
 from tests.e2e.conftest import SECRET
+from tests.sealed import decoded
 
 CLINIC_A, CLINIC_B = "clinic-rw-a", "clinic-rw-b"
 PATIENT, STRANGER, LONE = "rw-patient", "rw-stranger", "rw-lone"
@@ -66,7 +66,7 @@ def stored(stack: Stack, user: str, event_id: str) -> Input:
     """The event with ``event_id`` as the user's history in Redis holds it."""
     with redis.Redis.from_url(stack.redis_url) as client:
         entries = client.xrange(Keys(stack.settings.partitions).history(user))
-    found = [codec.from_fields(fields) for _, fields in entries]
+        found = [decoded(client, fields, stack.settings.partitions) for _, fields in entries]
     [event] = [e for e in found if str(e.event_id) == event_id]
     assert not isinstance(event, PrescriptionChanged)
     return event

@@ -20,11 +20,11 @@ import pytest
 import redis
 
 from services.prescriber.feeds.consumer import GROUP
-from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect
 from tests.fault.prescribers import start_prescriber
+from tests.sealed import decoded
 from tests.unit.engine.factories import answered, at, daily_baselines, make_pain, make_start
 
 pytestmark = pytest.mark.fault
@@ -38,7 +38,7 @@ def _start(url: str) -> subprocess.Popen[bytes]:
 
 
 def _changes(client: redis.Redis, keys: Keys, user: str) -> list[PrescriptionChanged]:
-    found = [from_fields(f) for _, f in client.xrange(keys.rx(user))]
+    found = [decoded(client, f, keys.partitions) for _, f in client.xrange(keys.rx(user))]
     return [c for c in found if isinstance(c, PrescriptionChanged)]
 
 

@@ -20,11 +20,11 @@ import redis
 from services.prescriber import engine
 from services.prescriber.feeds.consumer import GROUP
 from shared import cohort
-from shared.codec import from_fields
 from shared.events import Input, PrescriptionChanged
 from shared.keys import Keys
 from shared.redis_store import RedisStore, connect
 from tests.fault.prescribers import start_prescriber
+from tests.sealed import decoded
 
 pytestmark = pytest.mark.fault
 
@@ -65,7 +65,7 @@ def _backlog(client: redis.Redis, keys: Keys) -> int:
 
 
 def _changes(client: redis.Redis, keys: Keys, user: str) -> list[PrescriptionChanged]:
-    out = [from_fields(f) for _, f in client.xrange(keys.rx(user))]
+    out = [decoded(client, f, keys.partitions) for _, f in client.xrange(keys.rx(user))]
     return [c for c in out if isinstance(c, PrescriptionChanged)]
 
 

@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from shared import codec
+from shared.codec import to_fields
+from shared.data_keys import DataKeys
 from shared.events import PainLogged
 from shared.keys import Keys, hash_tag, partition
 from shared.redis_store import APPEND_LUA, RedisStore, connect, ping
@@ -119,8 +121,9 @@ async def test_feed_entry_carries_pos_prev_and_the_same_fields(
         assert feed_fields.pop(b"prev").decode() == prev
         assert feed_fields.pop(b"pos") == hist_id
         assert feed_fields == hist_fields
-        assert codec.from_fields(feed_fields) == event
-        assert set(hist_fields) == {b"type", b"event_id", b"user_id", b"data"}
+        [opened] = await redis_data_keys(redis_store).open_all([feed_fields])
+        assert codec.from_fields(opened) == event
+        assert set(hist_fields) == {b"type", b"event_id", b"user_id", b"data", b"enc", b"dek"}
 
 
 async def test_rxfeed_entry_carries_pos(redis_store: RedisStore, redis: Redis) -> None:
@@ -130,7 +133,8 @@ async def test_rxfeed_entry_carries_pos(redis_store: RedisStore, redis: Redis) -
     [(_, fields)] = await redis.xrange(redis_store.keys.rxfeed_of("u-1"))
     assert fields.pop(b"pos").decode() == result.position
     assert fields.pop(b"prev") == b"0-0"
-    assert codec.from_fields(fields) == change
+    [opened] = await redis_data_keys(redis_store).open_all([fields])
+    assert codec.from_fields(opened) == change
     assert await redis.xlen(redis_store.keys.feed_of("u-1")) == 0
 
 
@@ -336,7 +340,8 @@ async def test_a_batch_goes_as_one_script_call_per_partition(
 ) -> None:
     """500 events of many users: a few EVALSHA calls, every event stored once, in order."""
     events = [make_pain(i % 11, i, user_id=f"u-{i % 40}") for i in range(500)]
-    await redis.config_resetstat()
+    await redis_data_keys(redis_store).seal_many([to_fields(e) for e in events[:40]])
+    await redis.config_resetstat()  # the users' data keys exist: their scripts ran
     results = await redis_store.append_many([*events, events[3]])
     assert [r.status for r in results] == ["accepted"] * 500 + ["duplicate"]
     assert results[-1].position == results[3].position
@@ -435,3 +440,9 @@ async def test_unavailable_when_killed_and_working_after_restart(
         assert len(await store.history("u-1")) == 2
     finally:
         await client.aclose()
+
+
+def redis_data_keys(store: RedisStore) -> DataKeys:
+    """The data keys a store seals with (the fixtures give it some)."""
+    assert store.data_keys is not None
+    return store.data_keys

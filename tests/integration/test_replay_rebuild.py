@@ -24,8 +24,15 @@ class Interrupted(Exception):  # noqa: N818 - stands for Ctrl-C
     """Stands in for Ctrl-C or a crash in the middle of a rebuild."""
 
 
-async def _rx(redis: Redis, keys: Keys, users: list[str]) -> dict[str, Any]:
-    return {u: await raw_stream(redis, keys.rx(u)) for u in users}
+async def _rx(store: RedisStore, users: list[str]) -> dict[str, Any]:
+    """Each user's rx stream as stored: ids and fields, opened (each seal has its own nonce)."""
+    assert store.data_keys is not None
+    out: dict[str, Any] = {}
+    for user in users:
+        entries = await raw_stream(store.redis, store.keys.rx(user))
+        opened = await store.data_keys.open_all([fields for _, fields in entries])
+        out[user] = [(i, f) for (i, _), f in zip(entries, opened, strict=True)]
+    return out
 
 
 async def _rxfeeds(redis: Redis, keys: Keys) -> list[int]:
@@ -35,15 +42,16 @@ async def _rxfeeds(redis: Redis, keys: Keys) -> list[int]:
 async def test_rebuild_gives_exactly_the_prescriptions_live_processing_gave(
     redis: Redis, redis_store: RedisStore
 ) -> None:
-    """After live processing in batches, a rebuild writes the same rx streams, byte for byte."""
+    """After live processing in batches, a rebuild writes the same rx streams, byte for byte
+    once opened."""
     events = arrivals()
     await run_live(redis_store, events)
     keys = redis_store.keys
     users = await scan.user_ids(redis, keys)
-    live, fed = await _rx(redis, keys, users), await _rxfeeds(redis, keys)
+    live, fed = await _rx(redis_store, users), await _rxfeeds(redis, keys)
     assert sum(map(len, live.values())) > 3 * len(users)
 
-    job = Rebuild(redis, keys, "t1")
+    job = Rebuild(redis, keys, "t1", data_keys=redis_store.data_keys)
     todo, resumed = await job.plan()
     report = await job.run(todo, resumed)
     assert (report.users, report.switched, report.changed, report.deferred) == (
@@ -52,7 +60,7 @@ async def test_rebuild_gives_exactly_the_prescriptions_live_processing_gave(
         0,
         [],
     )
-    assert await _rx(redis, keys, users) == live
+    assert await _rx(redis_store, users) == live
     assert await _rxfeeds(redis, keys) == fed  # nobody was notified
     for user in users:
         snap = await redis_store.load_snapshot(user)
@@ -76,7 +84,7 @@ async def test_rebuild_restores_lost_read_models_and_live_carries_on(
     for user in users:
         await redis.delete(keys.rx(user), keys.snapshot(user))
 
-    job = Rebuild(redis, keys, "t2")
+    job = Rebuild(redis, keys, "t2", data_keys=redis_store.data_keys)
     report = await job.run(*(await job.plan()))
     assert report.switched == len(users)
     assert {u: [c for _, c in await redis_store.prescriptions(u)] for u in users} == live
@@ -109,27 +117,27 @@ async def test_interrupted_rebuild_resumes_where_it_stopped(
     await run_live(redis_store, events)
     keys = redis_store.keys
     users = await scan.user_ids(redis, keys)
-    live = await _rx(redis, keys, users)
+    live = await _rx(redis_store, users)
     for user in users:
         await redis.delete(keys.snapshot(user))
 
     def stop(_users: int, _events: int) -> None:
         raise Interrupted
 
-    first = Rebuild(redis, keys, "t3", group=4)
+    first = Rebuild(redis, keys, "t3", group=4, data_keys=redis_store.data_keys)
     todo, resumed = await first.plan()
     assert not resumed
     with pytest.raises(Interrupted):
         await first.run(todo, resumed, on_progress=stop)
     assert (await first.report()).users == 4
 
-    again = Rebuild(redis, keys, "t3", group=4)
+    again = Rebuild(redis, keys, "t3", group=4, data_keys=redis_store.data_keys)
     left, resumed = await again.plan()
     assert resumed
     assert left == todo[4:]
     report = await again.run(left, resumed)
     assert (report.users, report.switched) == (len(users), len(users))
-    assert await _rx(redis, keys, users) == live
+    assert await _rx(redis_store, users) == live
     assert all([await redis.exists(keys.snapshot(u)) for u in users])
 
 
@@ -145,12 +153,12 @@ async def test_users_live_has_not_finished_are_deferred_then_switched(
     feed = keys.feed_of(user)
     await redis.xgroup_create(feed, GROUP, id="0")  # everything looks undelivered
 
-    job = Rebuild(redis, keys, "t4")
+    job = Rebuild(redis, keys, "t4", data_keys=redis_store.data_keys)
     report = await job.run([user])
     assert report.deferred == [user]
     assert report.switched == 0
 
     delivered: Any = await redis.xreadgroup(GROUP, "c1", {feed: ">"}, count=100_000)
     await redis.xack(feed, GROUP, *[i for i, _ in delivered[0][1]])
-    report = await Rebuild(redis, keys, "t4").run([])
+    report = await Rebuild(redis, keys, "t4", data_keys=redis_store.data_keys).run([])
     assert (report.deferred, report.switched) == ([], 1)

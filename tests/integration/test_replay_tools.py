@@ -10,7 +10,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from services.channels.queues import DUE, queue_key
+from services.channels.queues import DUE, item_ids, queue_key
 from services.channels.subscriptions import SubscriptionCreated, SubscriptionLog
 from services.prescriber import engine
 from services.prescriber.arrivals import fold_history
@@ -39,18 +39,25 @@ async def test_what_if_reports_differences_and_changes_no_key(
     await run_live(redis_store, arrivals())
     before = await keyspace_digest(redis)
     rules = load_rules(None, ["progress_greens=4", "flare_jump=1"])
-    found = await whatif.what_if(redis, redis_store.keys, rules)
+    found = await whatif.what_if(redis, redis_store.keys, rules, data_keys=redis_store.data_keys)
     assert found
     assert all(d.summary for d in found)
     assert await keyspace_digest(redis) == before
-    same = await whatif.what_if(redis, redis_store.keys, engine.DEFAULT_RULES)
+    same = await whatif.what_if(
+        redis, redis_store.keys, engine.DEFAULT_RULES, data_keys=redis_store.data_keys
+    )
     assert same == []
 
 
 async def test_what_if_output_files(tmp_path: Any, redis: Redis, redis_store: RedisStore) -> None:
     """Differences are written as CSV with a header, or as a JSON list."""
     await run_live(redis_store, arrivals(patients=6))
-    found = await whatif.what_if(redis, redis_store.keys, load_rules(None, ["progress_greens=5"]))
+    found = await whatif.what_if(
+        redis,
+        redis_store.keys,
+        load_rules(None, ["progress_greens=5"]),
+        data_keys=redis_store.data_keys,
+    )
     csv = whatif.write(found, str(tmp_path / "d.csv")).read_text().splitlines()
     assert csv[0].startswith("user_id,phase_now")
     assert len(csv) == len(found) + 1
@@ -76,7 +83,7 @@ async def test_as_of_folds_what_occurred_or_arrived_by_then(
     user = events[0].user_id
     mine = [e for e in events if e.user_id == user]
     at = sorted(e.occurred_at for e in mine)[len(mine) // 2]
-    view = await asof.as_of(redis, redis_store.keys, user, at)
+    view = await asof.as_of(redis, redis_store.keys, user, at, data_keys=redis_store.data_keys)
     occurred = [e for e in mine if e.occurred_at <= at]
     assert view.events == len(occurred)
     assert view.prescription == engine.decide(engine.replay(occurred))
@@ -84,10 +91,12 @@ async def test_as_of_folds_what_occurred_or_arrived_by_then(
 
     history = await redis_store.history(user)
     later = datetime.fromtimestamp(int(history[-1][0].split("-")[0]) / 1000 + 1, UTC)
-    known = await asof.as_of(redis, redis_store.keys, user, later, known=True)
+    known = await asof.as_of(
+        redis, redis_store.keys, user, later, known=True, data_keys=redis_store.data_keys
+    )
     assert known.state == fold_history(user, [e for _, e in history]).state
     assert known.announced == await redis_store.latest_prescription(user)
-    counts = await asof.phases_as_of(redis, redis_store.keys, at)
+    counts = await asof.phases_as_of(redis, redis_store.keys, at, data_keys=redis_store.data_keys)
     assert sum(counts.values()) == 4
 
 
@@ -120,9 +129,7 @@ async def test_redelivery_reaches_only_the_chosen_subscription(
 
     done = await redeliver(redis, redis_store.keys, chosen, since)
     assert done.queued == len(changes)
-    queued = [
-        orjson.loads(i)["event_id"] for i in await redis.lrange(queue_key(chosen, user), 0, -1)
-    ]
+    queued = [item_ids(i)[0] for i in await redis.lrange(queue_key(chosen, user), 0, -1)]
     assert queued == [str(c.event_id) for c in changes]
     assert not await redis.exists(queue_key(other, user))
     assert {k.decode() for k in await redis.zrange(DUE, 0, -1)} == {queue_key(chosen, user)}
@@ -194,19 +201,22 @@ async def test_v1_and_v2_pain_logs_replay_and_rebuild_together(
         else:
             await redis_store.append(event)
         await processor.process_user(user)
-    stored: Any = await redis.xrange(keys.history(user))
-    versions = {orjson.loads(f[b"data"]).get("schema_version") for _, f in stored}
+    raw: Any = await redis.xrange(keys.history(user))
+    assert redis_store.data_keys is not None
+    stored = await redis_store.data_keys.open_all([f for _, f in raw])  # plaintext and sealed
+    assert 0 < sum(b"enc" in f for _, f in raw) < len(events)  # the store sealed its own writes
+    versions = {orjson.loads(f[b"data"]).get("schema_version") for f in stored}
     assert versions == {1, 2}
-    decoded = [from_fields(f) for _, f in stored]
+    decoded = [from_fields(f) for f in stored]
     assert [e.event_id for e in decoded] == [e.event_id for e in events]
     assert all(e.schema_version == 2 for e in decoded if isinstance(e, PainLogged))
     live = [c for _, c in await redis_store.prescriptions(user)]
     assert live
     assert live == fold_history(user, events).changes
-    report = await Rebuild(redis, keys, "sv").run([user])
+    report = await Rebuild(redis, keys, "sv", data_keys=redis_store.data_keys).run([user])
     assert report.changed == 0
     assert [c for _, c in await redis_store.prescriptions(user)] == live
-    [log] = await scan.histories(redis, keys, [user])
+    [log] = await scan.histories(redis, keys, [user], data_keys=redis_store.data_keys)
     assert len(log.entries) == len(events)
 
 
@@ -228,7 +238,7 @@ async def test_reviews_and_outcomes_replay_and_rebuild_with_the_rest(
     live = [c for _, c in await redis_store.prescriptions(user)]
     assert live
     assert live == fold_history(user, events).changes
-    report = await Rebuild(redis, keys, "ro").run([user])
+    report = await Rebuild(redis, keys, "ro", data_keys=redis_store.data_keys).run([user])
     assert report.changed == 0
-    [log] = await scan.histories(redis, keys, [user])
+    [log] = await scan.histories(redis, keys, [user], data_keys=redis_store.data_keys)
     assert log.events == events

@@ -91,7 +91,9 @@ def test_as_of_in_workers_counts_what_one_process_counts(redis_url: str) -> None
     assert sum(e for _, e in progress) == events
 
 
-async def _fails(redis: Redis, keys: Keys, argument: Any, users: Any, report: Any) -> None:
+async def _fails(
+    redis: Redis, keys: Keys, argument: Any, users: Any, report: Any, **_: Any
+) -> None:
     raise ValueError(f"no replay today ({argument})")
 
 

@@ -52,7 +52,16 @@ async def test_no_event_is_sent_once_access_is_refused(
     await redis_store.append_change(make_change(1))
     gate = _Gate()
     key = redis_store.keys.rx("u-1")
-    stream = events(_Connected(), redis, key, START, 60.0, access=gate, recheck=60.0)  # type: ignore[arg-type]
+    stream = events(
+        _Connected(),
+        redis,
+        key,
+        START,
+        60.0,
+        access=gate,
+        recheck=60.0,
+        data_keys=redis_store.data_keys,
+    )  # type: ignore[arg-type]
     assert await _next(stream) == b"retry: 2000\n\n"
     first = await _next(stream)
     assert orjson.loads(first.split(b"data: ")[1])["version"] == 1
@@ -69,7 +78,16 @@ async def test_a_quiet_stream_is_checked_and_closed(redis: Redis, redis_store: R
     the reason on one line, once the answer is no."""
     gate = _Gate()
     key = redis_store.keys.rx("u-1")
-    stream = events(_Connected(), redis, key, START, 60.0, access=gate, recheck=0.05)  # type: ignore[arg-type]
+    stream = events(
+        _Connected(),
+        redis,
+        key,
+        START,
+        60.0,
+        access=gate,
+        recheck=0.05,
+        data_keys=redis_store.data_keys,
+    )  # type: ignore[arg-type]
     assert await _next(stream) == b"retry: 2000\n\n"
     last = asyncio.ensure_future(_next(stream))
     while gate.calls < 3:  # asked again and again while nothing comes

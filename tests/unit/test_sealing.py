@@ -163,3 +163,31 @@ def test_master_keys_are_base64_of_32_bytes_and_never_shown() -> None:
     with pytest.raises(ValueError, match="not base64"):
         sealing.decode_key("*" * 44)
     assert "m" * 8 not in repr(MASTER)
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_a_packed_entry_keeps_its_routing_readable_and_opens_to_itself(path: Path) -> None:
+    """A webhook queue item: the sealed entry in one value, the payload still hidden."""
+    fields = _fields(path)
+    sealed = sealing.seal(DataKey.of(DATA_KEY), fields)
+    as_read = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in sealed.items()}
+    packed = sealing.pack(as_read)
+    assert sealing.is_packed(packed)
+    assert fields["event_id"].encode() in packed
+    for marker in PLAINTEXT_MARKERS:
+        assert marker not in packed
+    unpacked = sealing.unpack(packed)
+    assert unpacked["user_id"] == fields["user_id"]
+    opened = sealing.open_sealed(DataKey.of(DATA_KEY), unpacked)
+    assert opened["data"] == fields["data"]
+
+
+def test_only_sealed_entries_pack_and_damaged_packs_are_unreadable() -> None:
+    fields = _fields(GOLDEN[0])
+    with pytest.raises(ValueError, match="only a sealed entry"):
+        sealing.pack(fields)
+    assert not sealing.is_packed(fields["data"])
+    packed = sealing.pack(sealing.seal(DataKey.of(DATA_KEY), fields))
+    for damaged in (packed[:-5], sealing.PACKED + b"[1]", fields["data"]):
+        with pytest.raises(Unreadable):
+            sealing.unpack(damaged)

@@ -16,6 +16,7 @@ from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 
 from shared import codec
 from shared.broker import raw_entries
+from shared.data_keys import DataKeys, KeyDestroyed
 from shared.events import PrescriptionChanged
 from shared.keys import Keys
 
@@ -24,8 +25,11 @@ log = structlog.get_logger("backtrack.channel.log")
 LOG_GROUP = "channel-log"
 
 
-def subscribe_log_channel(broker: RedisBroker, keys: Keys, consumer: str) -> None:
-    """One batch subscriber per rx feed that logs each change, then acks."""
+def subscribe_log_channel(
+    broker: RedisBroker, keys: Keys, consumer: str, data_keys: DataKeys | None = None
+) -> None:
+    """One batch subscriber per rx feed that logs each change, then acks; ``data_keys``
+    open sealed entries (None: the feeds hold plaintext only)."""
     for partition in range(keys.partitions):
         sub = StreamSub(
             keys.rxfeed(partition),
@@ -36,17 +40,23 @@ def subscribe_log_channel(broker: RedisBroker, keys: Keys, consumer: str) -> Non
             polling_interval=100,
         )
         broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL, parser=raw_entries)(
-            _log_handler(partition)
+            _log_handler(partition, data_keys)
         )
 
 
-def _log_handler(partition: int) -> Any:
+def _log_handler(partition: int, data_keys: DataKeys | None) -> Any:
     # FastStream reads every handler parameter it does not know as a body
     # field, so the partition is bound by this closure, not a default argument.
     async def on_changes(body: list[Any], msg: RedisStreamMessage) -> None:
         raw: Any = msg.raw_message
-        for fields in raw["data"]:
-            log_change(fields)
+        entries = list(raw["data"])
+        for opened in await data_keys.open_many(entries) if data_keys else entries:
+            if isinstance(opened, KeyDestroyed):
+                continue  # an erased patient's change: nothing to say
+            if isinstance(opened, Exception):
+                log.warning("unreadable_change", error=type(opened).__name__)
+                continue
+            log_change(opened)
         await msg.ack()
 
     on_changes.__name__ = f"log_changes_p{partition:02d}"
@@ -54,7 +64,7 @@ def _log_handler(partition: int) -> Any:
 
 
 def log_change(fields: Any) -> None:
-    """The log channel's one line for one rx feed entry (ids, phase, change)."""
+    """The log channel's one line for one opened rx feed entry (ids, phase, change)."""
     try:
         change = codec.from_fields(fields)
     except ValueError as exc:

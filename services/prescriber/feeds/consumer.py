@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from services.prescriber.processing.histories import Fed
 from services.prescriber.processing.processor import Processor
 from shared import codec
+from shared.data_keys import DataKeys, KeyDestroyed, Opened
 from shared.dead_letters import dead_letter, reason
 from shared.events import Input, PrescriptionChanged
 from shared.keys import PRESCRIBER_GROUP, Keys
@@ -46,7 +48,10 @@ def _readable(fields: Mapping[Any, Any]) -> tuple[Input | None, str]:
         return None, "feed entry has no user_id"
     try:
         event = codec.from_fields(fields)
-    except ValueError as exc:  # DecodeError and pydantic's ValidationError
+    except ValidationError as exc:  # what is wrong, never the values (they are health data)
+        wrong = "; ".join(f"{e['loc']}: {e['msg']}" for e in exc.errors(include_input=False))
+        return None, f"unreadable feed entry: {wrong[:500]}"
+    except ValueError as exc:  # DecodeError
         return None, f"unreadable feed entry: {str(exc)[:500]}"
     if isinstance(event, PrescriptionChanged):
         return None, f"feed entry holds a {event.type}, not an input event"
@@ -76,8 +81,11 @@ class FeedConsumer:
         processor: Processor,
         keys: Keys,
         max_deliveries: int = 5,
+        data_keys: DataKeys | None = None,
     ) -> None:
         self.redis = redis
+        #: opens sealed entries (None: the feed holds plaintext only)
+        self.data_keys = data_keys
         self.processor = processor
         self.keys = keys
         self.max_deliveries = max_deliveries
@@ -107,8 +115,13 @@ class FeedConsumer:
         done: list[bytes] = []
         by_user: dict[str, list[bytes]] = {}
         fed: dict[str, list[Fed]] = {}
-        for entry_id, fields in entries:
-            event, error = _readable(fields)
+        opened = await self._open([fields for _, fields in entries])
+        for (entry_id, fields), plain in zip(entries, opened, strict=True):
+            if isinstance(plain, KeyDestroyed):  # the patient was erased: nothing to do
+                log.info("erased_user_skipped", stream=feed, entry_id=text(entry_id))
+                done.append(entry_id)
+                continue
+            event, error = (None, str(plain)) if isinstance(plain, Exception) else _readable(plain)
             if event is None:
                 await self.dead_letter(feed, entry_id, fields, error)
                 done.append(entry_id)
@@ -117,6 +130,11 @@ class FeedConsumer:
             item = Fed(event, _position(fields, b"pos"), _position(fields, b"prev"))
             fed.setdefault(event.user_id, []).append(item)
         return done, by_user, fed
+
+    async def _open(self, entries: list[Mapping[Any, Any]]) -> list[Opened]:
+        if self.data_keys is None:
+            return list(entries)
+        return await self.data_keys.open_many(entries)
 
     async def _settle(
         self,
