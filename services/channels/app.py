@@ -30,6 +30,7 @@ from shared import tasks
 from shared.audit import AuditLog
 from shared.body_limit import BodyLimit
 from shared.broker import broker_for
+from shared.erasure import ErasureRecords
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.rate_limit import RateLimits
@@ -51,6 +52,7 @@ def mount(
     app.state.redis = redis
     app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds)
     app.state.audit = AuditLog(redis, app.state.store.keys, settings.audit_retention_days)
+    app.state.erasures = ErasureRecords(redis, app.state.store.keys)
     app.state.request_limits = (rates or RateLimits()).buckets(redis, "api")
 
 
