@@ -33,6 +33,7 @@ from tests.webhook_receiver import Receiver, receiver_factory
 PARTITIONS = 4
 USER = "zq5-erased-over-http"
 Headers = dict[str, str]
+ANOTHER_ENROLMENT = "user erased: the id cannot be enrolled again"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,8 @@ def _follow(stack: Stack, headers: Headers, comments: list[str]) -> threading.Th
 def test_an_operator_erases_a_patient_and_their_clinic_is_told_once(
     stack: Stack, receivers: Callable[..., Receiver]
 ) -> None:
-    """202 to an operator only; then 404 to reads, the stream closed, one signed notice."""
+    """202 to an operator only; then 404 to reads, the stream closed, one signed notice, and
+    the id cannot be enrolled again."""
     clinic, operator = _auth("clinic", "clinic-z"), _auth("operator", None)
     hook = receivers()
     created = httpx.post(
@@ -107,9 +109,8 @@ def test_an_operator_erases_a_patient_and_their_clinic_is_told_once(
     )
     assert created.status_code == 201, created.text
     hook.secret = created.json()["secret"]
-    enrolled = httpx.post(
-        f"{stack.clinic_url}/v1/enrolments", json={"user_id": USER}, headers=clinic
-    )
+    enrol = f"{stack.clinic_url}/v1/enrolments"
+    enrolled = httpx.post(enrol, json={"user_id": USER}, headers=clinic)
     device = {"Authorization": f"Bearer {enrolled.json()['device_token']}"}
     posted = httpx.post(f"{stack.ingest_url}/v1/events", json=_intake(USER), headers=device)
     assert posted.status_code == 202, posted.text
@@ -153,6 +154,9 @@ def test_an_operator_erases_a_patient_and_their_clinic_is_told_once(
         again = httpx.delete(erase, headers=operator)
         assert (again.status_code, again.json()) == (202, {"user_id": USER, "state": "done"})
         assert not client.keys(f"bt:{{wh}}:q:*:{USER}")  # nothing queued again
+        again = httpx.post(enrol, json={"user_id": USER}, headers=clinic)
+        assert (again.status_code, again.json()) == (409, {"detail": ANOTHER_ENROLMENT})
+        assert [k.decode() for k in client.scan_iter(match=f"*{USER}*")] == [record]
         audit = [f for _, f in client.xrange(Keys(PARTITIONS).audit(USER))]
     erasures = [(f[b"role"], f[b"outcome"]) for f in audit if f[b"what"].startswith(b"DELETE")]
     assert erasures == [
