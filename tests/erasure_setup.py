@@ -37,15 +37,21 @@ from tests.integration.events_factory import make_change, make_pain, make_starte
 CLINIC = "clinic-erase"
 
 
-async def subscribe(redis: Redis, clinic: str = CLINIC, url: str = "http://127.0.0.1:9/h") -> str:
-    """A webhook subscription of ``clinic`` for all its users; its id."""
+async def subscribe(
+    redis: Redis,
+    clinic: str = CLINIC,
+    url: str = "http://127.0.0.1:9/h",
+    secret: str | None = None,
+) -> str:
+    """A webhook subscription of ``clinic`` for all its users (signing with ``secret``, or a
+    new one); its id."""
     sub_id = f"sub_{time.time_ns():x}"
     event = SubscriptionCreated(
         sub_id=sub_id,
         clinic_id=clinic,
         url=url,
         user_ids=None,
-        secret=new_secret(),
+        secret=secret or new_secret(),
         occurred_at=datetime.now(UTC),
     )
     await SubscriptionLog(redis, Settings().master_keys()).append(event)

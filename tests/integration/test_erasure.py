@@ -187,3 +187,16 @@ async def test_the_subscriptions_kept_are_the_first_runs_and_go_when_done(
     done = await records.get(USER)
     assert done is not None
     assert (done.state, done.notify) == ("done", None)
+
+
+async def test_erasure_works_on_a_cluster(cluster_redis: Redis) -> None:
+    """Every script and scan of an erasure runs on a 3-master Redis Cluster, with the same end:
+    the record and the notice's queue are all that name the user."""
+    sub_id = await subscribe(cluster_redis)
+    await populate(cluster_redis, KEYS, USER, [sub_id])
+    assert len(await keys_naming(cluster_redis, USER)) >= 12
+    report = await _eraser(cluster_redis).erase(USER, "cli:test")
+    assert await keys_naming(cluster_redis, USER) == {KEYS.erased(USER), queue_key(sub_id, USER)}
+    assert (report.record.state, report.notices) == ("done", 1)
+    for stream, name in _shared_streams(sub_id):
+        assert await entries_of(cluster_redis, stream, USER, name) == 0, stream
