@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import orjson
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services.channels import notices
@@ -200,3 +204,23 @@ async def test_erasure_works_on_a_cluster(cluster_redis: Redis) -> None:
     assert (report.record.state, report.notices) == ("done", 1)
     for stream, name in _shared_streams(sub_id):
         assert await entries_of(cluster_redis, stream, USER, name) == 0, stream
+
+
+def test_the_cli_asks_first_and_refuses_a_bad_id(redis_url: str) -> None:
+    """Without --yes and no terminal to ask, ``backtrack erase`` erases nothing (exit 2); an id
+    that is not a user id is refused too."""
+    env = {**os.environ, "BACKTRACK_REDIS_URL": redis_url, "BACKTRACK_PARTITIONS": "16"}
+    for args, says in (([USER], "--yes"), (["no:colons", "--yes"], "not a user id")):
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "erase", "--user", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert says in done.stderr
+    with SyncRedis.from_url(redis_url) as client:
+        assert client.keys("*") == []
