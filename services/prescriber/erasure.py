@@ -39,6 +39,7 @@ from shared.data_keys import DataKeys
 from shared.erasure import ErasureRecord, ErasureRecords
 from shared.keys import Keys
 from shared.revocation_log import revoke
+from shared.streams import text
 
 log = structlog.get_logger("backtrack.erasure")
 #: the delivery-log entries an erasure keeps: its own notice's attempts
@@ -120,13 +121,8 @@ class Eraser:
         step(f"a. erasure recorded, data key {'destroyed' if destroyed else 'gone already'}")
         notify = await self._subscriptions(record)
         step(f"b. subscriptions to tell: {len(notify)}")
-        deleted = await self.records.delete_user_data(user_id)
-        report.keys, report.entries = deleted.keys, deleted.entries
         item = notices.body(user_id, record.occurred_at)
-        subs = list(await SubscriptionLog(self.redis).refresh())
-        report.queues = await self.queues.purge_user(subs, user_id, item, _now_ms())
-        logs = [self.records.purge_stream(log_key(s), "user_id", user_id, _NOTICE) for s in subs]
-        report.entries["delivery_log"] = sum(await asyncio.gather(*logs))
+        await self._delete(report, item)
         step(f"c. data deleted: {report.keys} keys, {sum(report.entries.values())} entries")
         if state_before != "done":  # the run that finished revoked them
             await revoke(self.redis, "subject", user_id, self.lifetimes, role="device")
@@ -141,17 +137,28 @@ class Eraser:
         log.info("user_erased", user_id=user_id, keys=report.keys, notices=report.notices)
         return report
 
+    async def _delete(self, report: ErasureReport, notice: bytes) -> None:
+        """Step c: the user's data, then their queues (but ``notice``) and delivery-log entries
+        of every subscription; the counts go into ``report``."""
+        user_id = report.user_id
+        deleted = await self.records.delete_user_data(user_id)
+        report.keys, report.entries = deleted.keys, deleted.entries
+        subs = list(await SubscriptionLog(self.redis).refresh())
+        report.queues = await self.queues.purge_user(subs, user_id, notice, _now_ms())
+        logs = [self.records.purge_stream(log_key(s), "user_id", user_id, _NOTICE) for s in subs]
+        report.entries["delivery_log"] = sum(await asyncio.gather(*logs))
+
     async def _subscriptions(self, record: ErasureRecord) -> tuple[str, ...]:
         """The subscriptions to tell: kept in the record by the first run that got here."""
         if record.notify is not None:
             return record.notify
         if record.state == "done":
             return ()
-        clinic = await self.redis.get(self.keys.clinic(record.user_id))
-        now, user = _now_ms(), record.user_id
+        user = record.user_id
+        stored = await self.redis.get(self.keys.clinic(user))
+        clinic, now = None if stored is None else text(stored), _now_ms()
         subs = (await SubscriptionLog(self.redis).refresh()).values()
-        held = None if clinic is None else clinic.decode() if isinstance(clinic, bytes) else clinic
-        matching = [s.sub_id for s in subs if s.matches(user, held, now)]
+        matching = [s.sub_id for s in subs if s.matches(user, clinic, now)]
         return await self.records.note_notify(user, matching)
 
     async def resume(self, on_done: Callable[[ErasureReport], None] | None = None) -> int:
