@@ -9,7 +9,8 @@ entry's fields are exactly ``AuditLog.FIELDS``:
 - ``by``: the clinic id; an operator token's ``jti``; ``cli:<OS user>`` for
   the operator CLI (it holds no token); a device's user id;
 - ``what``: ``GET /v1/users/{user_id}/prescription`` (the route, never its
-  query or body), ``export``, ``history``;
+  query or body), ``export``, ``history``; an erasure (``DELETE
+  /v1/users/{user_id}``, ``erase``) is recorded the same way;
 - ``user_id``: whose data;
 - ``outcome``: ``allowed`` (the read went ahead) or ``refused`` (403:
   probing shows up too).

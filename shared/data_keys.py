@@ -13,10 +13,13 @@ process. ``DataKeys.seal``/``open`` seal and open stream entry fields with it.
   entry expires (``BACKTRACK_DATA_KEY_CACHE_TTL``); the erasing process drops
   its own entry at once.
 - Erasure, ``destroy``: one script deletes the wrapped key and writes the
-  tombstone ``bt:{pNN}:erased:<user_id>`` (the server's time). Afterwards
-  ``open`` of a sealed entry raises ``KeyDestroyed``, and so does ``seal``: no
-  new key is made for an erased user until ``readmit`` removes the tombstone
-  (an operator reusing the id for a new person; the old entries stay unreadable).
+  tombstone ``bt:{pNN}:erased:<user_id>``, the erasure record
+  (``shared.erasure``: ``at`` the server's time, ``by``, ``state`` ``started``);
+  a re-run keeps the record as it is (``at`` above all). Afterwards ``open`` of
+  a sealed entry raises ``KeyDestroyed``, and so does ``seal``: no new key is
+  made for an erased user until ``readmit`` removes the tombstone (an operator
+  reusing the id for a new person, once the erasure is done; the old entries
+  stay unreadable).
 - Rotation, ``rewrap``: every wrapped key not under the current master key is
   unwrapped with a previous one and written back under the current one, only
   if unchanged meanwhile (a destroyed key is never brought back). Events are
@@ -48,11 +51,30 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])
 """
-#: KEYS data key, tombstone -> 1 if a key was deleted, else 0
+#: KEYS data key, tombstone; ARGV by -> 1 if a key was deleted, else 0. A tombstone of the
+#: first format (a string: the server's time in seconds) becomes a record begun then.
 _DESTROY = """
 local deleted = redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], redis.call('TIME')[1])
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind == 'string' then
+  local seconds = tonumber(redis.call('GET', KEYS[2])) or 0
+  redis.call('DEL', KEYS[2])
+  local at = string.format('%d', seconds * 1000)
+  redis.call('HSET', KEYS[2], 'at', at, 'by', '', 'state', 'started')
+end
+if redis.call('HEXISTS', KEYS[2], 'at') == 0 then
+  local now = redis.call('TIME')
+  local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+  redis.call('HSET', KEYS[2], 'at', ms, 'by', ARGV[1], 'state', 'started')
+end
 return deleted
+"""
+#: KEYS tombstone -> 1 if removed, 0 if none, -1 if the erasure is not done
+_READMIT = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+if kind ~= 'hash' or redis.call('HGET', KEYS[1], 'state') ~= 'done' then return -1 end
+return redis.call('DEL', KEYS[1])
 """
 #: KEYS data key; ARGV the wrapped key read, its replacement -> 1 if replaced, else 0
 _SWAP = """
@@ -60,6 +82,10 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
+
+
+class ErasureUnfinished(RuntimeError):  # noqa: N818 - reads as the state it reports
+    """The user's erasure has begun and is not done: the id cannot be readmitted yet."""
 
 
 class KeyDestroyed(LookupError):  # noqa: N818 - the name readers catch
@@ -110,6 +136,7 @@ class DataKeys:
         self._clock = clock
         self._create = redis.register_script(_CREATE)
         self._destroy = redis.register_script(_DESTROY)
+        self._readmit = redis.register_script(_READMIT)
         self._swap = redis.register_script(_SWAP)
 
     @classmethod
@@ -200,21 +227,30 @@ class DataKeys:
                 raise item
         return cast(list[Mapping[Any, Any]], opened)
 
-    async def destroy(self, user_id: str) -> bool:
-        """Crypto-shred ``user_id``: delete the wrapped key, write the tombstone, forget the key.
+    async def destroy(self, user_id: str, by: str = "") -> bool:
+        """Crypto-shred ``user_id``: delete the wrapped key, write the erasure record (begun,
+        by ``by``) unless one exists, forget the key.
 
-        True if a key existed. Idempotent.
+        True if a key existed. Idempotent: a re-run changes no field of the record.
         """
-        deleted = await self._destroy(keys=[self.keys.data_key(user_id), self.keys.erased(user_id)])
+        keys = [self.keys.data_key(user_id), self.keys.erased(user_id)]
+        deleted = await self._destroy(keys=keys, args=[by])
         self._cache.pop(user_id, None)
         return bool(deleted)
 
     async def readmit(self, user_id: str) -> bool:
-        """Remove ``user_id``'s tombstone so the next ``seal`` makes a new key; True if erased."""
-        return bool(await self.redis.delete(self.keys.erased(user_id)))
+        """Remove ``user_id``'s tombstone so the next ``seal`` makes a new key; True if erased.
+
+        Raises ErasureUnfinished while the erasure is not done (its deletion
+        could still remove the new person's data).
+        """
+        removed = int(await self._readmit(keys=[self.keys.erased(user_id)]))
+        if removed < 0:
+            raise ErasureUnfinished(f"the erasure of {user_id!r} is not done; finish it first")
+        return bool(removed)
 
     async def erased(self, user_id: str) -> bool:
-        """Whether ``user_id`` carries an erasure tombstone."""
+        """Whether ``user_id`` carries an erasure tombstone (the erasure begun or done)."""
         return bool(await self.redis.exists(self.keys.erased(user_id)))
 
     async def rewrap(self, count: int = 500) -> Rewrapped:
@@ -337,4 +373,4 @@ def _check_user(user_id: str, fields: Mapping[Any, Any]) -> None:
         raise ValueError(f"the entry is not {user_id!r}'s")
 
 
-__all__ = ["DataKeys", "KeyDestroyed", "Opened", "Rewrapped"]
+__all__ = ["DataKeys", "ErasureUnfinished", "KeyDestroyed", "Opened", "Rewrapped"]

@@ -14,7 +14,11 @@ the token is answered 503 with ``Retry-After`` (fail closed,
 Read scopes (invariant 9) are checked here too, on every request, and
 reads of a patient by anyone but the patient are recorded in the app's
 ``state.audit`` (``shared.audit``, invariant 10): ``authorize_audited_read``
-records a refusal, ``audited`` an allowed read.
+records a refusal, ``audited`` an allowed read. A read of an erased patient
+(``shared.erasure``; the app's ``state.erasures``) that the scope allows
+answers 404 ``user erased``: a clinic no longer holds an erased patient, so it
+gets the 403 of any user outside its scope, and cannot tell an erased id from
+one it never had.
 
 An app that counts requests per token (the clinic and channels APIs) puts
 its ``rate_limit.TokenBuckets`` in ``state.request_limits``: each
@@ -33,10 +37,13 @@ from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import HTTPConnection
 
 from shared import auth
 from shared.audit import AuditLog
+from shared.erasure import ErasureRecords
 from shared.rate_limit import RateLimited, TokenBuckets
 from shared.revocation_log import RevocationWatcher
 from shared.revocations import Revocations, RevocationsStale
@@ -44,6 +51,8 @@ from shared.settings import Settings
 from shared.store import EventStore, StoreUnavailable
 
 RETRY_AFTER_SECONDS = 1
+#: the 404 detail of a read of an erased patient
+USER_ERASED = "user erased"
 T = TypeVar("T")
 
 
@@ -146,16 +155,37 @@ bearer = BearerAuth("A device, clinic or operator token (backtrack token).")
 PrincipalDep = Annotated[auth.Principal, Security(bearer)]
 
 
-async def authorize_read(user_id: str, principal: auth.Principal, store: EventStore) -> None:
-    """Return if ``principal`` may read ``user_id`` now (``Principal.can_read``); 403 otherwise.
+async def authorize_read(
+    user_id: str,
+    principal: auth.Principal,
+    store: EventStore,
+    erasures: ErasureRecords | None = None,
+) -> None:
+    """Return if ``principal`` may read ``user_id`` now (``Principal.can_read``); 403 otherwise,
+    and 404 (``USER_ERASED``) for an erased user the scope allows, when ``erasures`` is given.
 
     The user's clinic is read (from ``store``) for clinic tokens only. A user
-    outside the scope is 403 whether or not they exist, so tokens cannot
-    probe for other clinics' patients.
+    outside the scope is 403 whether or not they exist (or were erased), so
+    tokens cannot probe for other clinics' patients.
     """
     clinic = await store.clinic_of(user_id) if principal.role == "clinic" else None
     if not principal.can_read(user_id, clinic):
         raise HTTPException(403, "this token may not read that user")
+    if erasures is not None and await _erased(erasures, user_id):
+        raise HTTPException(404, USER_ERASED)
+
+
+async def _erased(erasures: ErasureRecords, user_id: str) -> bool:
+    try:
+        return await erasures.erased(user_id)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"erasure records unavailable: {type(exc).__name__}") from exc
+
+
+def erasures_of(connection: HTTPConnection) -> ErasureRecords | None:
+    """The app's erasure records (wired by its composition root), if it has them."""
+    records: ErasureRecords | None = getattr(connection.app.state, "erasures", None)
+    return records
 
 
 def route(request: Request) -> str:
@@ -173,9 +203,10 @@ def audit_log(connection: HTTPConnection) -> AuditLog:
 async def authorize_audited_read(
     request: Request, user_id: str, principal: auth.Principal, store: EventStore
 ) -> None:
-    """``authorize_read``, recording a refusal in the audit log before the 403."""
+    """``authorize_read`` (erasures checked), recording a refusal in the audit log before
+    the 403."""
     try:
-        await authorize_read(user_id, principal, store)
+        await authorize_read(user_id, principal, store, erasures_of(request))
     except HTTPException as exc:
         if exc.status_code == 403:
             await audit_log(request).refused(principal, route(request), user_id)
@@ -190,6 +221,7 @@ async def audited(
 
 
 __all__ = [
+    "USER_ERASED",
     "BearerAuth",
     "PrincipalDep",
     "audit_log",
@@ -200,6 +232,7 @@ __all__ = [
     "bearer",
     "build_verifier",
     "charge",
+    "erasures_of",
     "revocations_watched",
     "route",
     "verifier",

@@ -27,8 +27,11 @@ least two digits)::
     bt:{pNN}:snap:<version>:<user_id>  staged or retired read model; ``<version>`` is
                                        ``staged:<rebuild_id>`` or ``retired:<rebuild_id>``)
     bt:{pNN}:dek:<user_id>     the user's data key, wrapped by a master key (shared.data_keys)
-    bt:{pNN}:erased:<user_id>  the user's erasure tombstone: their data key was destroyed and
-                               none is created again unless an operator readmits the id
+    bt:{pNN}:erased:<user_id>  the user's erasure record (shared.erasure), a hash: ``at``,
+                               ``by``, ``state`` (started, done) and, while started, the
+                               subscriptions to tell; no health data. Their data key was
+                               destroyed and none is created again unless an operator
+                               readmits the id; every other key of the user is deleted
     bt:dlq                     dead letters (not partitioned)
     bt:rebuild:<rebuild_id>    a rebuild's progress (operator metadata, not partitioned)
     bt:revocations             revoked tokens (not partitioned; trimmed, not history)

@@ -56,6 +56,7 @@ from shared.http_auth import (
     authenticate,
     authorize_audited_read,
     authorize_read,
+    erasures_of,
     route,
     verifier,
 )
@@ -206,7 +207,13 @@ def _attempt(fields: dict[Any, Any]) -> dict[str, Any]:
 @router.get(
     "/users/{user_id}/prescriptions/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 403: {}, 400: {}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        401: {},
+        403: {},
+        400: {},
+        404: {"description": "The user was erased."},
+    },
 )
 async def stream(
     user_id: UserId,
@@ -275,7 +282,7 @@ def _access(request: Request, user_id: str, store: EventStore) -> Access:
     async def refusal() -> str | None:
         try:
             principal = authenticate(verifier(request), authorization)
-            await authorize_read(user_id, principal, store)
+            await authorize_read(user_id, principal, store, erasures_of(request))
         except HTTPException as exc:
             reason = str(exc.detail)
         except StoreUnavailable:

@@ -31,6 +31,7 @@ from shared.audit import AuditLog
 from shared.body_limit import BodyLimit
 from shared.broker import broker_for
 from shared.data_keys import DataKeys
+from shared.erasure import ErasureRecords
 from shared.http_auth import revocations_watched
 from shared.keys import Keys
 from shared.rate_limit import RateLimits
@@ -53,6 +54,7 @@ def mount(
     data_keys = DataKeys.from_settings(redis, settings)
     app.state.store = RedisStore(redis, settings.partitions, settings.dedupe_ttl_seconds, data_keys)
     app.state.audit = AuditLog(redis, app.state.store.keys, settings.audit_retention_days)
+    app.state.erasures = ErasureRecords(redis, app.state.store.keys)
     app.state.request_limits = (rates or RateLimits()).buckets(redis, "api")
 
 

@@ -40,6 +40,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.channels import notices
 from services.channels.egress import webhook_client
 from services.channels.metrics import WebhookMetrics
 from services.channels.options import ChannelSettings
@@ -215,6 +216,10 @@ class Dispatcher:
         return bytes(opened["data"])
 
     async def _deliver(self, sub: Subscription, queue: str, item: bytes, attempt: int) -> None:
+        notice = notices.parse(item)
+        if notice is not None:
+            await self._notify(sub, queue, item, attempt, notice)
+            return
         try:
             body = await self._body(queue, item)
         except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
@@ -245,6 +250,68 @@ class Dispatcher:
             await self._settle(delivery, result)
         except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
             log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+
+    async def _notify(
+        self,
+        sub: Subscription,
+        queue: str,
+        item: bytes,
+        attempt: int,
+        notice: notices.PatientErased,
+    ) -> None:
+        """One attempt at an erasure notice: signed and retried like a change, no enrolment
+        check; past the last backoff step it is given up."""
+        try:
+            wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
+            gate = self._endpoint(sub.url)
+            try:
+                async with asyncio.timeout(max(wait, 0.1)):
+                    await gate.acquire()
+            except TimeoutError:
+                await self.queues.release(queue, _now_ms())
+                return
+            try:
+                result = await post(
+                    self.client,
+                    sub.url,
+                    sub.secret,
+                    notice.webhook_id,
+                    item,
+                    allow_private=self.settings.webhook_allow_private,
+                    https_only=not self.settings.is_local,
+                )
+            finally:
+                gate.release()
+            at = datetime.now(UTC).isoformat()
+            entry: dict[Any, Any] = notices.log_entry(notice, attempt, at, result)
+            await self.redis.xadd(log_key(sub.sub_id), entry, maxlen=LOG_MAXLEN, approximate=True)
+            await self._settle_notice(sub, queue, item, attempt, result)
+        except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
+            log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+
+    async def _settle_notice(
+        self, sub: Subscription, queue: str, item: bytes, attempt: int, result: Attempt
+    ) -> None:
+        now, options = _now_ms(), self.settings
+        delay = backoff(options.webhook_backoff, attempt, options.webhook_jitter, self.rand())
+        if result.gone:
+            outcome = "gone"
+            await self.disable(sub.sub_id, "endpoint answered 410 Gone")
+        elif result.delivered or delay is None:
+            outcome = "delivered" if result.delivered else "dead"
+            await self.queues.finish(queue, item, now)
+            self._wake.set()
+        else:
+            outcome = "retry"
+            await self.queues.retry_at(queue, now + round(delay * 1000))
+        log.info(
+            "webhook_notice",
+            sub_id=sub.sub_id,
+            attempt=attempt,
+            status=result.status,
+            outcome=outcome,
+        )
+        self.metrics.attempt(outcome, result.latency_ms)
 
     async def _still_enrolled(self, delivery: Delivery) -> bool:
         """Whether the change's patient is enrolled with the subscription's clinic now."""

@@ -9,7 +9,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: What became of an attempt: delivered (2xx), retry (failed, another attempt
 #: is scheduled), gone (410: the subscription is disabled), dead (out of
-#: retries: dead-lettered).
+#: retries: dead-lettered; an erasure notice is given up instead).
 OUTCOMES = ("delivered", "retry", "gone", "dead")
 
 

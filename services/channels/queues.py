@@ -14,7 +14,7 @@ inside stays encrypted with the patient's data key while it waits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -88,6 +88,27 @@ def item_ids(item: bytes) -> tuple[str, str]:
     return str(fields["event_id"]), str(fields["user_id"])
 
 
+#: KEYS due, tries, then (queue, its subscription's set) per subscription; ARGV the item to
+#: keep (a notice already queued; '' for none), now ms -> how many queues held something
+#: else. A queue holding the kept item alone is left as it is (due time, attempt count).
+_PURGE = """
+local purged = 0
+for i = 3, #KEYS, 2 do
+  local q, qs = KEYS[i], KEYS[i + 1]
+  local keep = ARGV[1] ~= '' and redis.call('LPOS', q, ARGV[1])
+  if not (keep and redis.call('LLEN', q) == 1) then
+    purged = purged + redis.call('DEL', q)
+    redis.call('ZREM', KEYS[1], q); redis.call('HDEL', KEYS[2], q); redis.call('SREM', qs, q)
+    if keep then
+      redis.call('RPUSH', q, ARGV[1]); redis.call('SADD', qs, q)
+      redis.call('ZADD', KEYS[1], 'NX', ARGV[2], q)
+    end
+  end
+end
+return purged
+"""
+
+
 def queue_key(sub_id: str, user_id: str) -> str:
     return f"{TAG}:q:{sub_id}:{user_id}"
 
@@ -114,6 +135,7 @@ class Queues:
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
         self._drop = redis.register_script(_DROP)
+        self._purge = redis.register_script(_PURGE)
 
     async def enqueue(
         self, sub_id: str, user_id: str, event_id: str, item: bytes, now_ms: int
@@ -147,6 +169,18 @@ class Queues:
     async def drop(self, sub_id: str) -> int:
         """Delete every queue of a subscription; returns how many."""
         return int(await self._drop(keys=[DUE, TRIES, queues_of(sub_id)]))
+
+    async def purge_user(
+        self, sub_ids: Sequence[str], user_id: str, keep: bytes, now_ms: int
+    ) -> int:
+        """Delete ``user_id``'s queue of each subscription (erasure), with its place in the due
+        set, its attempt count and its subscription's set, in one script; an item equal to
+        ``keep`` (the user's erasure notice, queued by an earlier run) is queued again alone
+        (left untouched if it is alone already). Returns how many queues were deleted."""
+        keys = [DUE, TRIES]
+        for sub_id in sub_ids:
+            keys += [queue_key(sub_id, user_id), queues_of(sub_id)]
+        return int(await self._purge(keys=keys, args=[keep, now_ms]))
 
     async def pending(self) -> int:
         """How many queues have something to deliver."""

@@ -1,5 +1,5 @@
 """``backtrack``: run the stack, the demo, mint and revoke tokens, read a user's history,
-export a user's data and read the audit log of who read whose."""
+export or erase a user's data and read the audit log of who read whose."""
 
 from __future__ import annotations
 
@@ -55,6 +55,14 @@ def _privacy_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
     export.add_argument(
         "--fhir", action="store_true", help="a FHIR Bundle: not built yet, refused (exit 2)"
     )
+    erase = commands.add_parser(
+        "erase", help="erase a patient: data key destroyed, data deleted, clinics told"
+    )
+    which = erase.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", help="the patient to erase")
+    which.add_argument("--resume", action="store_true", help="finish every erasure left unfinished")
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    erase.add_argument("--redis-url")
     audit = commands.add_parser("audit", help="who read whose data, when; oldest first")
     audit.add_argument("--user", help="only reads of this user")
     audit.add_argument("--since", type=since, help="RFC 3339 time (no offset: UTC)")
@@ -194,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.cli.export import export_user  # noqa: PLC0415
 
         return asyncio.run(export_user(settings, args.user, args.out, args.fhir))
+    if args.command == "erase":
+        from services.cli.erase import erase  # noqa: PLC0415
+
+        return asyncio.run(erase(settings, args.user, args.resume, args.yes))
     if args.command == "audit":
         from services.cli.audit import show_audit  # noqa: PLC0415
 

@@ -6,9 +6,11 @@ while live processing keeps writing the current ones. ``SWITCH_LUA`` then, in
 one atomic script on the user's hash slot (every key shares the ``{pNN}`` tag,
 so it runs on Redis Cluster too):
 
-1. checks the user's history tip and current rx tip are still those the
-   rebuild read (nothing arrived, nothing was emitted since) and answers
-   ``stale`` otherwise, touching nothing;
+1. answers ``erased`` for a user with an erasure record, deleting the staged
+   keys (a rebuild that read the user before the erasure writes nothing of
+   theirs back); then checks the user's history tip and current rx tip are
+   still those the rebuild read (nothing arrived, nothing was emitted since)
+   and answers ``stale`` otherwise, touching nothing;
 2. RENAMEs the current keys to retired ones (kept ``retire_ttl`` seconds for
    rollback) and the staged keys to the current names.
 
@@ -53,6 +55,10 @@ local function tip(key)
   local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #newest == 0 then return '' end
   return newest[1][1]
+end
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  return 'erased'
 end
 if tip(KEYS[1]) ~= ARGV[1] or tip(KEYS[2]) ~= ARGV[2] then
   return 'stale'
@@ -157,6 +163,7 @@ def switch_call(
         keys.read_model("snap", user, staged),
         keys.read_model("rx", user, retired),
         keys.read_model("snap", user, retired),
+        keys.erased(user),
     ]
     return [len(names), *names, log.tip, old_tip, retire_ttl]
 

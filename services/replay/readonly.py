@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 READS = frozenset(
-    {"scan_iter", "xrange", "xrevrange", "xlen", "get", "hget", "hgetall", "smembers", "execute"}
+    {
+        "scan_iter",
+        "xrange",
+        "xrevrange",
+        "xlen",
+        "get",
+        "exists",
+        "hget",
+        "hgetall",
+        "smembers",
+        "execute",
+    }
 )
 
 

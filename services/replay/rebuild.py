@@ -168,7 +168,8 @@ class Rebuild:
             await self.redis.sadd(self.deferred_key, *waiting)
 
     async def _switch(self, logs: Sequence[scan.UserLog]) -> list[str]:
-        """Stage and switch ``logs`` in one pipeline; returns the users found stale."""
+        """Stage and switch ``logs`` in one pipeline; returns the users found stale (an erased
+        user is neither switched nor stale: nothing of theirs is written)."""
         if not logs:
             return []
         users = [log.user_id for log in logs]
@@ -201,7 +202,9 @@ class Rebuild:
             at.append(len(pipe))
             pipe.evalsha(bluegreen.SWITCH_SHA, *call)
         answers = await pipe.execute()
-        done = [text(answers[i]) == "switched" for i in at]
+        outcomes = [text(answers[i]) for i in at]
+        done = [outcome == "switched" for outcome in outcomes]
+        gone = {log.user_id for log, o in zip(logs, outcomes, strict=True) if o == "erased"}
         switched = [log.user_id for log, ok in zip(logs, done, strict=True) if ok]
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.key, "switched", len(switched))
@@ -209,7 +212,11 @@ class Rebuild:
         if switched:
             pipe.srem(self.deferred_key, *switched)
         await pipe.execute()
-        return [log.user_id for log, ok in zip(logs, done, strict=True) if not ok]
+        return [
+            log.user_id
+            for log, ok in zip(logs, done, strict=True)
+            if not ok and log.user_id not in gone
+        ]
 
 
 __all__ = ["LAST", "Rebuild", "RebuildReport", "progress_key"]

@@ -1,6 +1,7 @@
 """Stream users and their histories out of Redis in pages; never the whole log.
 
-Users are found with SCAN over ``bt:{p*}:user:*`` and visited in a stable
+Users are found with SCAN over ``bt:{p*}:user:*``, less the erased ones (an
+erasure record: their history is being deleted, or was), and visited in a stable
 order, (partition, user_id), so a long job can record where it got to and a
 rerun can continue after it. Histories are read with XRANGE in pages of
 ``page`` entries, several users per pipeline round trip, opened with the
@@ -46,11 +47,18 @@ class UserLog:
 
 
 async def user_ids(redis: Redis, keys: Keys, count: int = 1000) -> list[str]:
-    """Every user with a history, in (partition, user_id) order."""
+    """Every user with a history and no erasure record, in (partition, user_id) order."""
     found: set[str] = set()
     async for key in redis.scan_iter(match=f"{PREFIX}:{{p*}}:user:*", count=count):
         found.add(text(key).split(":user:", 1)[1])
-    return sorted(found, key=lambda user: (keys.partition(user), user))
+    users = sorted(found, key=lambda user: (keys.partition(user), user))
+    erased: list[int] = []
+    for start in range(0, len(users), count):
+        pipe = redis.pipeline(transaction=False)
+        for user in users[start : start + count]:
+            pipe.exists(keys.erased(user))
+        erased += await pipe.execute()
+    return [user for user, gone in zip(users, erased, strict=True) if not gone]
 
 
 def order_key(keys: Keys, user_id: str) -> tuple[int, str]:

@@ -4,7 +4,8 @@ The target is always user OWN, enrolled with clinic-own. "device other" is a
 device token of another user; "clinic other" a token of another clinic. The
 ingest's endpoints appear once per kind of event that tells writers apart:
 a pain log (devices), a clinician's review (clinics) and an outcome (both).
-After each call to an enrolment endpoint clinic-own enrols OWN again.
+After each call to an enrolment endpoint clinic-own enrols OWN again. An
+erasure targets a fresh user that clinic-own enrols just before, never OWN.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ENDPOINTS = {
     "get-deliveries": ("clinic", "GET", "/v1/subscriptions/{sub_id}/deliveries"),
     "post-enrolment": ("clinic", "POST", "/v1/enrolments"),
     "delete-enrolment": ("clinic", "DELETE", "/v1/enrolments/{user_id}"),
+    "delete-user": ("clinic", "DELETE", "/v1/users/{user_id}"),
 }
 #: A public address literal (no DNS); port 9 discards, and the subscriptions are deleted.
 HOOK = "http://93.184.215.14:9/hook"
@@ -127,6 +129,12 @@ EXPECTED: dict[tuple[str, str], int | str] = {
     ("delete-enrolment", "clinic-own"): 204,
     ("delete-enrolment", "clinic-other"): 403,
     ("delete-enrolment", "operator"): 204,
+    # Only operators erase; the patient's own clinic may not.
+    ("delete-user", "device-own"): 403,
+    ("delete-user", "device-other"): 403,
+    ("delete-user", "clinic-own"): 403,
+    ("delete-user", "clinic-other"): 403,
+    ("delete-user", "operator"): 202,
 }
 #: Whatever the role and endpoint, a token that does not verify is 401.
 BAD_TOKENS = ("missing", "expired", "forged", "wrong-secret", "malformed")
@@ -194,6 +202,9 @@ def _status(method: str, url: str, headers: dict[str, str], body: Any) -> httpx.
 def _call(stack: Stack, endpoint: str, headers: dict[str, str], user: str = OWN) -> httpx.Response:
     service, method, path = ENDPOINTS[endpoint]
     base = stack.ingest_url if service == "ingest" else stack.clinic_url
+    if endpoint == "delete-user":
+        user = f"am-erase-{uuid.uuid4().hex[:12]}"
+        _enrol(stack, user, "clinic-own")
     sub_id = _subscribe(stack) if "{sub_id}" in path else None
     url = base + path.format(user_id=user, sub_id=sub_id)
     review = _event(user, "ClinicianReviewed", action="hold", note="seen")
@@ -271,6 +282,8 @@ def test_access(enrolled: Stack, endpoint: str, role: str, kind: str) -> None:
         answer = reply.json()
         assert set(answer) == {"user_id", "clinic_id", "device_token"}
         assert (answer["user_id"], answer["clinic_id"]) == (OWN, ROLES[role][1])
+    if endpoint == "delete-user" and expected == 202:
+        assert reply.json()["state"] == "started"
     if expected == 403:
         assert "Authorization" not in reply.text
 

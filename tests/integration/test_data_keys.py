@@ -10,7 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared import codec, sealing
-from shared.data_keys import DataKeys, KeyDestroyed
+from shared.data_keys import DataKeys, ErasureUnfinished, KeyDestroyed
+from shared.erasure import ErasureRecords
 from shared.keys import Keys
 from shared.sealing import MasterKey, MasterKeys, UnknownMasterKey, Unreadable
 
@@ -152,12 +153,57 @@ async def test_readmit_gives_a_new_key_and_the_old_entries_stay_destroyed(redis:
     keyring = _keyring(redis)
     old = await keyring.seal("p-0001", _fields(GOLDEN[0]))
     await keyring.destroy("p-0001")
+    await ErasureRecords(redis, KEYS).finish("p-0001")
     assert await keyring.readmit("p-0001") is True
     new = await keyring.seal("p-0001", _fields(GOLDEN[1]))
     assert new["dek"] != old["dek"]
     assert await keyring.open("p-0001", new) == _fields(GOLDEN[1])
     with pytest.raises(KeyDestroyed):
         await _keyring(redis).open("p-0001", old)
+
+
+async def test_destroy_writes_the_erasure_record_once_and_a_rerun_keeps_it(redis: Redis) -> None:
+    """The tombstone is a hash (at, by, state started) with nothing else; a second destroy by
+    someone else changes no field, and finishing marks it done."""
+    keyring, records = _keyring(redis), ErasureRecords(redis, KEYS)
+    await keyring.seal("p-0001", _fields(GOLDEN[0]))
+    assert await keyring.destroy("p-0001", "cli:alice") is True
+    first = await redis.hgetall(KEYS.erased("p-0001"))
+    assert set(first) == {b"at", b"by", b"state"}
+    assert (first[b"by"], first[b"state"]) == (b"cli:alice", b"started")
+    server_ms = (await redis.time())[0] * 1000
+    assert abs(int(first[b"at"]) - server_ms) < 5000
+    await asyncio.sleep(0.01)
+    assert await keyring.destroy("p-0001", "operator:other") is False
+    assert await redis.hgetall(KEYS.erased("p-0001")) == first
+    assert await records.started() == ["p-0001"]
+    assert await records.finish("p-0001") is True
+    assert await records.finish("p-0001") is False
+    record = await records.get("p-0001")
+    assert record is not None
+    assert (record.state, record.by, record.at_ms) == ("done", "cli:alice", int(first[b"at"]))
+    assert await records.started() == []
+
+
+async def test_a_tombstone_of_the_first_format_becomes_a_record_begun_then(redis: Redis) -> None:
+    """A string tombstone (server seconds) is turned into a started record at that time, so
+    resuming finishes the deletion the first format never did."""
+    await redis.set(KEYS.erased("p-0002"), "1700000000")
+    assert await ErasureRecords(redis, KEYS).started() == ["p-0002"]
+    await _keyring(redis).destroy("p-0002", "cli:bob")
+    record = await ErasureRecords(redis, KEYS).get("p-0002")
+    assert record is not None
+    assert (record.at_ms, record.state) == (1_700_000_000_000, "started")
+
+
+async def test_readmit_is_refused_while_the_erasure_is_not_done(redis: Redis) -> None:
+    """A begun erasure still deletes: readmitting the id then would lose the new person's data."""
+    keyring = _keyring(redis)
+    await keyring.destroy("p-0003")
+    with pytest.raises(ErasureUnfinished):
+        await keyring.readmit("p-0003")
+    assert await keyring.erased("p-0003")
+    assert await keyring.readmit("p-0004") is False
 
 
 async def test_redis_holds_neither_the_data_key_nor_the_plaintext(redis: Redis) -> None:

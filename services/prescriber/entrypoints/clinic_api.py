@@ -3,7 +3,8 @@
 device: its own user; clinic: users enrolled with that clinic now (a
 transfer ends the old clinic's access at once); operator: everyone. A user
 outside the scope is 403, whether or not they exist, so tokens cannot probe
-for patients of other clinics. Every read but a device's of its own user,
+for patients of other clinics. An erased user the scope allows is 404
+``user erased`` (``shared.http_auth``). Every read but a device's of its own user,
 and every refusal, is one entry in the audit log (``shared.audit``).
 """
 
@@ -66,7 +67,10 @@ def _json(change: PrescriptionChanged) -> Any:
 @router.get(
     "/users/{user_id}/prescription",
     response_model=PrescriptionChanged,
-    responses={**ERRORS, 404: {"model": Failure, "description": "No prescription yet."}},
+    responses={
+        **ERRORS,
+        404: {"model": Failure, "description": "No prescription yet, or the user was erased."},
+    },
 )
 async def latest(
     user_id: UserId, request: Request, principal: PrincipalDep, store: StoreDep
@@ -83,7 +87,7 @@ async def latest(
 @router.get(
     "/users/{user_id}/prescriptions",
     response_model=list[PrescriptionChanged],
-    responses=ERRORS,
+    responses={**ERRORS, 404: {"model": Failure, "description": "The user was erased."}},
 )
 async def every(user_id: UserId, request: Request, principal: PrincipalDep, store: StoreDep) -> Any:
     """Every PrescriptionChanged of the user, oldest first."""

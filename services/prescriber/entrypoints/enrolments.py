@@ -14,7 +14,8 @@ patient's app; so every enrolment and unenrolment first revokes the user's
 earlier device tokens (``shared.revocation_log``, by subject), and a clinic
 that loses the patient loses the token it was given too. The new token is
 issued after that revocation (issue times have milliseconds), so it is newer
-than its cutoff and older than any later one.
+than its cutoff and older than any later one. An erased user cannot be
+enrolled again (409): their id stays erased unless an operator readmits it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from services.prescriber.entrypoints.clinic_api import Failure, StoreDep, store_available
 from shared import auth
 from shared.events import UserId
-from shared.http_auth import PrincipalDep
+from shared.http_auth import PrincipalDep, erasures_of
 from shared.revocation_log import revoke
 
 router = APIRouter(prefix="/v1")
@@ -61,6 +62,7 @@ class Enrolled(BaseModel):
         **_ERRORS,
         400: {"model": Failure, "description": "The body is not JSON."},
         403: {"model": Failure, "description": "Only clinic tokens enrol."},
+        409: {"model": Failure, "description": "The user was erased; the id is not reused."},
     },
 )
 async def enrol(
@@ -76,7 +78,10 @@ async def enrol(
         raise HTTPException(403, f"forbidden: {principal.role} tokens may not enrol")
     settings = request.app.state.settings
     lifetimes = settings.token_lifetimes()
+    erasures = erasures_of(request)
     async with store_available():
+        if erasures is not None and await erasures.erased(body.user_id):
+            raise HTTPException(409, "user erased: the id cannot be enrolled again")
         record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
         await _revoke_devices(request, body.user_id, lifetimes)
     log.info("enrolled", user_id=body.user_id, clinic_id=clinic, previous=record.previous)

@@ -7,7 +7,9 @@ time (``reader``), so a user's events are never processed twice at once
 stored; an entry whose user failed stays pending for the reclaimer, which
 retries it and dead-letters it after ``max_deliveries`` attempts (invariant
 7). An entry that cannot be read, or whose user hit a version gap, is
-dead-lettered at once: retrying cannot mend it.
+dead-lettered at once: retrying cannot mend it. An entry of an erased user
+(an erasure record, ``shared.erasure``) is acknowledged unprocessed: nothing
+of theirs is written again.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ class FeedConsumer:
         """
         feed = self.keys.feed(partition)
         done, by_user, fed = await self._sort(feed, entries)
+        for user_id in await self._erased(by_user):
+            done += by_user.pop(user_id)
+            fed.pop(user_id, None)
         async with self._locks[partition]:
             failed = await self.processor.process_batch(list(by_user), fed)
             done += await self._settle(feed, entries, by_user, failed)
@@ -135,6 +140,16 @@ class FeedConsumer:
         if self.data_keys is None:
             return list(entries)
         return await self.data_keys.open_many(entries)
+
+    async def _erased(self, users: Mapping[str, object]) -> list[str]:
+        """The users among ``users`` with an erasure record (one round trip)."""
+        if not users:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id in users:
+            pipe.exists(self.keys.erased(user_id))
+        found = await pipe.execute()
+        return [user for user, erased in zip(users, found, strict=True) if erased]
 
     async def _settle(
         self,
