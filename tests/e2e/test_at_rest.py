@@ -1,16 +1,24 @@
-"""Health data at rest: nothing of a patient's events is readable in Redis or its AOF.
+"""Health data at rest: nothing of a patient's events is readable in Redis or its AOF,
+and after ``backtrack erase`` nothing of them can be read at all.
 
 A whole stack (ingest, prescriber, channels) on a Redis of its own with AOF on.
 A clinic enrols a patient whose device posts a distinctive run of pain scores
-and whose clinician writes a note carrying a marker; a webhook subscription
-to an endpoint that refuses every connection keeps the patient's changes
-queued. Once the prescriber has caught up, every key's DUMP and every AOF
-file hold the patient's id (the readable envelope: proof the data got there)
-and none of the marker, the note, or any score.
+and whose clinician writes a note carrying a marker, and a second patient; a
+webhook subscription to an endpoint that refuses every connection keeps the
+patients' changes queued. Once the prescriber has caught up, every key's DUMP
+and every AOF file hold the patient's id (the readable envelope: proof the
+data got there) and none of the marker, the note, or any score.
+
+Then the real CLI erases the patient and Redis rewrites its AOF: no key names
+the patient but the erasure record and the queued ``PatientErased`` notice,
+the old AOF's entries of theirs no longer open (their key is gone from Redis
+and from the rewritten AOF), and the other patient's prescriptions, a rebuild
+and a what-if are as they were.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,18 +26,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import httpx
 import pytest
 import redis
 
 from services.cli.stack import Stack
+from shared import sealing
 from shared.auth import issue
+from shared.data_keys import DataKeys
 from shared.keys import PRESCRIBER_GROUP, Keys
 from shared.redis_server import free_port
+from shared.redis_store import connect
+from shared.settings import Settings
+from tests.e2e.cli import backtrack
 from tests.e2e.conftest import SECRET, stack_settings
 from tests.redis_server import RedisServer
 
-CLINIC, USER = "clinic-rest", "rest-patient-5c1e"
+CLINIC, USER, OTHER = "clinic-rest", "rest-patient-5c1e", "rest-other-77d0"
 MARKER = "zebra-marker-8e41"
 NOTE = f"flare after moving house; {MARKER}; sleeps on the sofa"
 #: a run no two events share: 9, 1, 8, 2, 7, 3, 6, 4, 5, 0
@@ -42,9 +56,9 @@ def _auth(token: str) -> Headers:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _event(kind: str, day: float, **fields: Any) -> dict[str, Any]:
+def _event(kind: str, day: float, user: str = USER, **fields: Any) -> dict[str, Any]:
     at = (T0 + timedelta(days=day)).isoformat()
-    return {"event_id": str(uuid.uuid4()), "type": kind, "user_id": USER, "occurred_at": at} | (
+    return {"event_id": str(uuid.uuid4()), "type": kind, "user_id": user, "occurred_at": at} | (
         fields
     )
 
@@ -87,31 +101,62 @@ def _wait_queued(stack: Stack, within: float = 20) -> None:
             time.sleep(0.05)
 
 
-def test_no_plaintext_of_a_patient_in_any_key_or_the_aof(
-    sealed_stack: tuple[Stack, Path],
-) -> None:
-    stack, directory = sealed_stack
+def _enrol(stack: Stack, user: str, clinic: Headers) -> Headers:
+    reply = httpx.post(f"{stack.clinic_url}/v1/enrolments", json={"user_id": user}, headers=clinic)
+    assert reply.status_code == 201, reply.text
+    return _auth(reply.json()["device_token"])
+
+
+def _plant(stack: Stack) -> None:
+    """A subscription that never answers, the marked patient and another one, processed."""
     clinic = _auth(issue("clinic", CLINIC, SECRET))
     hook = {"url": f"http://127.0.0.1:{free_port()}/hook"}  # nothing listens: stays queued
     reply = httpx.post(f"{stack.channels_url}/v1/subscriptions", json=hook, headers=clinic)
     assert reply.status_code == 201, reply.text
-    enrolled = httpx.post(
-        f"{stack.clinic_url}/v1/enrolments", json={"user_id": USER}, headers=clinic
-    )
-    assert enrolled.status_code == 201, enrolled.text
-    device = _auth(enrolled.json()["device_token"])
-    events = [_event("RehabStarted", 0, cause="gradual", clinic_id=CLINIC)]
-    events += [
-        _event("PainLogged", 1 + i, score=score, context="baseline")
-        for i, score in enumerate(SCORES)
-    ]
-    _post(stack, events, device)
-    review = _event("ClinicianReviewed", 12, action="hold", note=NOTE)
-    _post(stack, [review], clinic)
+    for user in (USER, OTHER):
+        events = [_event("RehabStarted", 0, user, cause="gradual", clinic_id=CLINIC)]
+        events += [
+            _event("PainLogged", 1 + i, user, score=score, context="baseline")
+            for i, score in enumerate(SCORES if user == USER else [2] * len(SCORES))
+        ]
+        _post(stack, events, _enrol(stack, user, clinic))
+    _post(stack, [_event("ClinicianReviewed", 12, action="hold", note=NOTE)], clinic)
     _caught_up(stack)
     _wait_queued(stack)
     time.sleep(1.5)  # appendfsync everysec: what is written reaches the file within a second
 
+
+def _aof(directory: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in sorted(directory.rglob("*.aof")))
+
+
+def _commands(aof: bytes) -> list[list[bytes]]:
+    """Every command an AOF holds (RESP arrays)."""
+    reader = hiredis.Reader()
+    reader.feed(aof)
+    out: list[list[bytes]] = []
+    while (command := reader.gets()) is not False:
+        out.append(command)
+    return out
+
+
+def _prescriptions(stack: Stack, user: str) -> Any:
+    url = f"{stack.clinic_url}/v1/users/{user}/prescriptions"
+    return httpx.get(url, headers=_auth(issue("operator", None, SECRET)), timeout=10)
+
+
+def _what_if(stack: Stack, out: Path) -> tuple[str, list[str]]:
+    """What a what-if over everyone says (its summary line) and the rows it writes."""
+    shown = backtrack(stack, "replay", "what-if", "--set", "flare_jump=9", "--out", str(out))
+    summary = next(line.strip() for line in shown.splitlines() if "would differ" in line)
+    return summary, sorted(out.read_text().splitlines()[1:])
+
+
+def test_no_plaintext_at_rest_and_nothing_readable_after_erasure(
+    sealed_stack: tuple[Stack, Path], tmp_path: Path
+) -> None:
+    stack, directory = sealed_stack
+    _plant(stack)
     with redis.Redis.from_url(stack.redis_url) as client:
         dumps = {key: client.dump(key) or b"" for key in client.scan_iter(count=1000)}
     named = [key for key, value in dumps.items() if USER.encode() in key + value]
@@ -122,8 +167,64 @@ def test_no_plaintext_of_a_patient_in_any_key_or_the_aof(
         assert b"sofa" not in value, key
         assert b'"score"' not in value, key
         assert b'"note"' not in value, key
-    aof = b"".join(path.read_bytes() for path in directory.rglob("*.aof"))
-    assert USER.encode() in aof, "the patient's entries reached the AOF"
-    assert MARKER.encode() not in aof
-    assert b'"score"' not in aof
-    assert b'"note"' not in aof
+    old_aof = _aof(directory)
+    assert USER.encode() in old_aof, "the patient's entries reached the AOF"
+    assert MARKER.encode() not in old_aof
+    assert b'"score"' not in old_aof
+    assert b'"note"' not in old_aof
+
+    other_before = _prescriptions(stack, OTHER).json()
+    what_if_before = _what_if(stack, tmp_path / "before.csv")
+    assert what_if_before[0].endswith("of 2 users would differ")
+    history = [
+        c for c in _commands(old_aof) if c[0].upper() == b"XADD" and c[1].endswith(USER.encode())
+    ]
+    # the patient's history (intake, scores, review) and their prescription changes
+    assert len(history) > len(SCORES) + 2, "the old AOF holds the patient's streams"
+    assert asyncio.run(_still_open(stack, [_fields(c) for c in history])) == len(history)
+    backtrack(stack, "erase", "--user", USER, "--yes")
+    with redis.Redis.from_url(stack.redis_url) as client:
+        client.bgrewriteaof()
+        while (
+            client.info("persistence")["aof_rewrite_in_progress"]
+            or client.info("persistence")["aof_rewrite_scheduled"]
+        ):
+            time.sleep(0.05)
+        time.sleep(1.5)
+        left = {key: client.type(key) for key in client.scan_iter(match=f"*{USER}*")}
+        notices = [client.lrange(key, 0, -1) for key, kind in left.items() if b":q:" in key]
+    assert {key for key in left if b":q:" not in key} == {
+        f"bt:{{p{Keys(stack.settings.partitions).partition(USER):02d}}}:erased:{USER}".encode()
+    }
+    assert all(b'"type":"PatientErased"' in item for items in notices for item in items)
+    new_aof = _aof(directory)
+    assert f"dek:{USER}".encode() not in new_aof, "the rewritten AOF holds no key of theirs"
+    assert asyncio.run(_still_open(stack, [_fields(c) for c in history])) == 0
+
+    assert _prescriptions(stack, USER).status_code == 404
+    assert _prescriptions(stack, OTHER).json() == other_before
+    backtrack(stack, "replay", "rebuild", "--all")
+    assert _prescriptions(stack, OTHER).json() == other_before
+    what_if_after = _what_if(stack, tmp_path / "after.csv")
+    assert what_if_after[0].endswith("of 1 users would differ")  # the erased one is skipped
+    assert what_if_after[1] == [r for r in what_if_before[1] if not r.startswith(f"{USER},")]
+
+
+def _fields(command: list[bytes]) -> dict[bytes, bytes]:
+    """The fields of an ``XADD key [options] id field value ...`` as the AOF holds it."""
+    args = command[2:]
+    at = next(i for i, arg in enumerate(args) if b"-" in arg and arg[:1].isdigit())
+    flat = args[at + 1 :]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+async def _still_open(stack: Stack, entries: list[dict[bytes, bytes]]) -> int:
+    """How many of ``entries`` open with what Redis holds now (the master key included)."""
+    client = connect(stack.redis_url)
+    try:
+        keys = DataKeys(client, Keys(stack.settings.partitions), Settings().master_keys())
+        opened = await keys.open_many(entries)
+    finally:
+        await client.aclose()
+    assert all(sealing.is_sealed(entry) for entry in entries)
+    return sum(not isinstance(item, Exception) for item in opened)
