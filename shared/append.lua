@@ -3,13 +3,14 @@
 -- One call appends one or more items, each as its own atomic unit, in order.
 -- All keys of a call share one partition's hash tag (Redis Cluster safe).
 --
--- KEYS, five per item:
+-- KEYS, six per item:
 --   dedupe key        bt:{pNN}:seen:<user_id>:<event_id>
 --   legacy dedupe key bt:{pNN}:seen:<event_id>  (written by older versions; only read)
 --   history stream    bt:{pNN}:user:<user_id>   (or bt:{pNN}:rx:<user_id>)
 --   feed stream       bt:{pNN}:feed             (or bt:{pNN}:rxfeed)
 --   clinic key        bt:{pNN}:clinic:<user_id> (set only if the item names a clinic and
 --                     no clinic holds the user: never a transfer, see shared/enrolments.py)
+--   erasure record    bt:{pNN}:erased:<user_id> (only read: an erased user's item is refused)
 -- ARGV[1] dedupe TTL in seconds; then per item: n (the number of field and
 --   value arguments, even), those n arguments, the clinic id or "", and the
 --   version the item must take or "" (see below).
@@ -20,8 +21,10 @@
 -- the same fields; {"conflict", position, fields} if the user stored it with
 -- other fields (those of the stored entry, so that the caller can tell an
 -- older encoding of the same event from another payload; nothing written);
--- or {"error", message} if a key holds the wrong type or, for a versioned
--- item, its version would leave a gap (nothing written for it).
+-- {"erased", ""} if the user was erased (their erasure record exists: nothing
+-- written, so no key names them again); or {"error", message} if a key holds
+-- the wrong type or, for a versioned item, its version would leave a gap
+-- (nothing written for it).
 --
 -- Dedupe is per user: the same event_id from two users is two events. A
 -- dedupe key holds the position of the user's history entry that took the
@@ -132,7 +135,7 @@ local ttl = tonumber(ARGV[1])
 if not ttl or ttl < 1 or ttl ~= math.floor(ttl) then
   return bad('bad ttl')
 end
-local items = #KEYS / 5
+local items = #KEYS / 6
 if items < 1 or items ~= math.floor(items) then
   return bad('bad arguments')
 end
@@ -154,9 +157,9 @@ end
 
 local replies = {}
 for i = 1, items do
-  local base = 5 * (i - 1)
-  local seen, legacy, history, feed, clinic_key =
-    KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
+  local base = 6 * (i - 1)
+  local seen, legacy, history, feed, clinic_key, erased =
+    KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5], KEYS[base + 6]
   local first = starts[i]
   local n = tonumber(ARGV[first])
   local want = ARGV[first + n + 2]
@@ -165,6 +168,9 @@ for i = 1, items do
     fields[#fields + 1] = ARGV[j]
   end
   local reply = nil
+  if redis.call('EXISTS', erased) == 1 then
+    reply = {'erased', ''}
+  end
   for _, key in ipairs({history, feed}) do
     local kind = redis.call('TYPE', key)['ok']
     if not reply and kind ~= 'none' and kind ~= 'stream' then

@@ -182,18 +182,25 @@ class DataKeys:
 
         Raises KeyDestroyed if any entry's user was erased (nothing is sealed then).
         """
+        sealed = await self.seal_each(entries)
+        for item in sealed:
+            if isinstance(item, KeyDestroyed):
+                raise item
+        return cast(list[Mapping[Any, Any]], sealed)
+
+    async def seal_each(
+        self, entries: Sequence[Mapping[Any, Any]]
+    ) -> list[Mapping[Any, Any] | KeyDestroyed]:
+        """Each entry sealed as ``seal_many`` does, or KeyDestroyed for an erased user's."""
         if not self.seals:
             return list(entries)
         users = [sealing.entry_user(fields) for fields in entries]
         found = await self._keys(set(users), create=True)
-        for user in users:
+        out: list[Mapping[Any, Any] | KeyDestroyed] = []
+        for user, fields in zip(users, entries, strict=True):
             key = found[user]
-            if isinstance(key, KeyDestroyed):
-                raise key
-        return [
-            sealing.seal(cast(DataKey, found[user]), fields)
-            for user, fields in zip(users, entries, strict=True)
-        ]
+            out.append(key if isinstance(key, KeyDestroyed) else sealing.seal(key, fields))
+        return out
 
     async def open_many(self, entries: Sequence[Mapping[Any, Any]]) -> list[Opened]:
         """Each entry opened, in order: its plain fields, or the error that stops it.

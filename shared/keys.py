@@ -74,7 +74,7 @@ class Keys:
 
     partitions: int = 16
     dlq: ClassVar[str] = DLQ
-    #: ``bt:{pNN}`` of each partition, built once (ingest names five keys per event)
+    #: ``bt:{pNN}`` of each partition, built once (ingest names six keys per event)
     _bases: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -196,7 +196,7 @@ def _fields_or_none(opened: Any) -> Mapping[Any, Any] | None:
 
 
 class Item(NamedTuple):
-    """One event for the append script: its partition, five keys, field/value arguments, clinic."""
+    """One event for the append script: its partition, six keys, field/value arguments, clinic."""
 
     event: Event
     event_id: str
@@ -239,6 +239,8 @@ def _appended(item: Item, reply: Sequence[Any], stored: Mapping[Any, Any] | None
             raise VersionGapError(message.removeprefix("GAP "))
         raise rx.ResponseError(message)
     position = text(reply[1])
+    if status == "erased":
+        return Appended(item.event_id, "erased", "")
     if status == "conflict":
         same = stored is not None and _stored_as(item.event, stored)
         return Appended(item.event_id, "duplicate" if same else "conflict", position)
@@ -280,6 +282,7 @@ class RedisStore:
             k.history(user),
             k.feed_of(user),
             k.clinic(user),
+            k.erased(user),
         ]
         clinic = ""
         if enrols and isinstance(event, RehabStarted) and event.clinic_id:
@@ -290,7 +293,7 @@ class RedisStore:
         k, user, event_id = self.keys, change.user_id, str(change.event_id)
         # a change is idempotent by version: the script reads neither dedupe key
         seen = [k.seen(user, event_id), k.legacy_seen(user, event_id)]
-        keys = [*seen, k.rx(user), k.rxfeed_of(user), k.clinic(user)]
+        keys = [*seen, k.rx(user), k.rxfeed_of(user), k.clinic(user), k.erased(user)]
         fields = _flat(to_fields(change))
         return Item(change, event_id, k.partition(user), keys, fields, "", str(change.version))
 
@@ -309,34 +312,41 @@ class RedisStore:
         Each item is atomic on its own; a call takes at most ``CALL_ITEMS``,
         so no single script holds the server long.
         """
+        with _guard():
+            sealed = await self._sealed(items)
+        answers: list[Any] = [["erased", ""] if item is None else None for item in sealed]
         by_partition: dict[int, list[int]] = {}
-        for i, item in enumerate(items):
-            by_partition.setdefault(item.partition, []).append(i)
+        for i, item in enumerate(sealed):
+            if item is not None:
+                by_partition.setdefault(item.partition, []).append(i)
         groups = [
             indices[start : start + CALL_ITEMS]
             for indices in by_partition.values()
             for start in range(0, len(indices), CALL_ITEMS)
         ]
+        items = [s or item for s, item in zip(sealed, items, strict=True)]
+        calls = [self._call([items[i] for i in group]) for group in groups]
         with _guard():
-            items = await self._sealed(items)
-            calls = [self._call([items[i] for i in group]) for group in groups]
             # one EVALSHA costs less CPU than a pipeline of one
             replies = (
                 [await self._run(calls[0])] if len(calls) == 1 else await self._run_many(calls)
             )
-        answers: list[Any] = [None] * len(items)
         for group, reply in zip(groups, replies, strict=True):
             for i, answer in zip(group, reply, strict=True):
                 answers[i] = answer
         stored = await self._conflicting(answers)
         return [_appended(*args) for args in zip(items, answers, stored, strict=True)]
 
-    async def _sealed(self, items: Sequence[Item]) -> Sequence[Item]:
-        """The items with their fields sealed (KeyDestroyed for an erased user: none written)."""
+    async def _sealed(self, items: Sequence[Item]) -> list[Item | None]:
+        """The items with their fields sealed; None for an erased user's (never sent: the
+        script would refuse it anyway, and it is not even sealed)."""
         if self.data_keys is None or not self.data_keys.seals:
-            return items
-        sealed = await self.data_keys.seal_many([_pairs(item.fields) for item in items])
-        return [item._replace(fields=_flat(f)) for item, f in zip(items, sealed, strict=True)]
+            return list(items)
+        sealed = await self.data_keys.seal_each([_pairs(item.fields) for item in items])
+        return [
+            None if isinstance(fields, KeyDestroyed) else item._replace(fields=_flat(fields))
+            for item, fields in zip(items, sealed, strict=True)
+        ]
 
     async def _conflicting(self, answers: Sequence[Any]) -> list[Mapping[Any, Any] | None]:
         """For each answer naming a conflict, the stored entry's fields opened (None if not)."""

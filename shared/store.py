@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from shared.events import Input, PrescriptionChanged, RehabStarted
 from shared.streams import START, position_key
 
-Status = Literal["accepted", "duplicate", "conflict"]
+Status = Literal["accepted", "duplicate", "conflict", "erased"]
 
 
 class StoreUnavailable(RuntimeError):  # noqa: N818 - the contract's name, used by callers
@@ -33,7 +33,8 @@ class VersionGapError(ValueError):
 class Appended:
     """What an append did: stored the event (``accepted``), found it stored already
     (``duplicate``), or found its event_id taken by another payload of the same user
-    (``conflict``: nothing stored; ``position`` is the earlier event's)."""
+    (``conflict``: nothing stored; ``position`` is the earlier event's), or refused it
+    because its user was erased (``erased``: nothing stored, no position)."""
 
     event_id: str
     status: Status

@@ -44,14 +44,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.logging_svc import openapi
 from services.logging_svc.direct_route import DirectRoute, DirectRoutes, read_body
-from services.logging_svc.ingest import CONFLICT, Rejected, batch_items, parse_json, to_event
+from services.logging_svc.ingest import (
+    CONFLICT,
+    ERASED,
+    Rejected,
+    batch_items,
+    parse_json,
+    to_event,
+)
 from services.logging_svc.limits import IngestLimits, Window
 from services.logging_svc.metrics import Metrics
 from services.logging_svc.writers import Forbidden, admit, needs_clinic
 from shared import auth
 from shared.access_log import CanonicalLog
 from shared.body_limit import BodyLimit
-from shared.data_keys import KeyDestroyed
 from shared.events import Input
 from shared.http_auth import PrincipalDep, revocations_watched
 from shared.rate_limit import RateLimited, RateLimits, TokenBuckets
@@ -139,9 +145,6 @@ async def _append(
     try:
         # a device names only the clinic that enrolled it: its writes never enrol
         return await ingest.store.append_many(events, enrols=principal.role == "operator")
-    except KeyDestroyed as exc:  # nothing was stored: no key is made again for an erased user
-        ingest.metrics.count("rejected", len(events))
-        raise HTTPException(410, f"user {exc.user_id!r} was erased; nothing stored") from None
     except Exception as exc:
         raise _unavailable(ingest, exc, len(events)) from None
 
@@ -163,12 +166,16 @@ def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
+#: a batch item's error for each status that stored nothing
+_REFUSED = {"conflict": CONFLICT, "erased": ERASED}
+
+
 def _result(appended: Appended) -> dict[str, str]:
     return {"event_id": appended.event_id, "status": appended.status, "position": appended.position}
 
 
 def _tally(appended: list[Appended]) -> dict[str, int]:
-    tally = {"accepted": 0, "duplicate": 0, "conflict": 0}
+    tally = {"accepted": 0, "duplicate": 0, "conflict": 0, "erased": 0}
     for a in appended:
         tally[a.status] += 1
     return tally
@@ -199,6 +206,8 @@ async def post_event(request: Request, principal: PrincipalDep) -> Response:
     log_fields.update(_tally([appended]), event_id=appended.event_id)
     if appended.status == "conflict":
         return _json({"error": CONFLICT}, 409)
+    if appended.status == "erased":
+        return _json({"error": ERASED}, 410)
     return _json(_result(appended), 202)
 
 
@@ -244,7 +253,7 @@ async def post_batch(request: Request, principal: PrincipalDep) -> Response:
     out: dict[int, dict[str, Any]] = {i: {"index": i, "error": e} for i, e in errors.items()}
     out.update(
         {
-            i: {"index": i, "error": CONFLICT} if a.status == "conflict" else _result(a)
+            i: {"index": i, "error": _REFUSED[a.status]} if a.status in _REFUSED else _result(a)
             for (i, _), a in zip(valid, appended, strict=True)
         }
     )

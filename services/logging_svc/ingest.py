@@ -20,6 +20,8 @@ Detail = list[dict[str, Any]]
 Loc = tuple[str | int, ...]
 #: the error (409, or a batch item's) for a user's event_id sent again with another payload
 CONFLICT = "event_id already used with another payload"
+#: the error (410, or a batch item's) for an event of a user who was erased: nothing stored
+ERASED = "user erased"
 
 
 class Rejected(ValueError):  # noqa: N818 - reads as the outcome at the raise site

@@ -27,7 +27,8 @@ class Metrics:
         self.events = Counter(
             "backtrack_ingest_events",
             "Events by outcome: accepted, duplicate, conflict (event_id already used with"
-            " another payload, not stored), rejected (invalid or forbidden),"
+            " another payload, not stored), erased (the user was erased, not stored),"
+            " rejected (invalid or forbidden),"
             " unavailable (store down, not stored), rate_limited (over the token's limit,"
             " not stored).",
             ["outcome"],
@@ -46,7 +47,7 @@ class Metrics:
         self.latency.labels(endpoint).observe(seconds)
 
     def count_appended(self, results: list[Appended]) -> None:
-        """Count each result under its status: accepted, duplicate or conflict."""
+        """Count each result under its status: accepted, duplicate, conflict or erased."""
         tally: dict[str, int] = {}
         for result in results:
             tally[result.status] = tally.get(result.status, 0) + 1

@@ -142,6 +142,11 @@ EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "This user's event_id was stored with another payload; nothing stored."
         " (The same payload again is a 202 duplicate; another user's event_id is no obstacle.)",
     },
+    410: {
+        "model": Failure,
+        "description": "An event of an erased user (GDPR Art. 17); nothing stored. (In a batch,"
+        " that item's error is 'user erased'.)",
+    },
     **_AUTH_ERRORS,
 }
 BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {

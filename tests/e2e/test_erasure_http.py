@@ -156,6 +156,8 @@ def test_an_operator_erases_a_patient_and_their_clinic_is_told_once(
         assert not client.keys(f"bt:{{wh}}:q:*:{USER}")  # nothing queued again
         again = httpx.post(enrol, json={"user_id": USER}, headers=clinic)
         assert (again.status_code, again.json()) == (409, {"detail": ANOTHER_ENROLMENT})
+        late = httpx.post(f"{stack.ingest_url}/v1/events", json=_intake(USER), headers=operator)
+        assert late.status_code == 410, late.text  # no key is made for them again
         assert [k.decode() for k in client.scan_iter(match=f"*{USER}*")] == [record]
         audit = [f for _, f in client.xrange(Keys(PARTITIONS).audit(USER))]
     erasures = [(f[b"role"], f[b"outcome"]) for f in audit if f[b"what"].startswith(b"DELETE")]

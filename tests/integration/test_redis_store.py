@@ -299,6 +299,7 @@ async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None
         "bt:{p00}:user:u",
         "bt:{p00}:feed",
         "bt:{p00}:clinic:u",
+        "bt:{p00}:erased:u",
     ]
     good = ["2", "a", "b", "", ""]
     for ttl, items in (
@@ -311,15 +312,19 @@ async def test_script_rejects_bad_arguments_before_writing(redis: Redis) -> None
     ):
         args = [ttl, *(arg for item in items for arg in item)]
         with pytest.raises(rx.ResponseError, match="backtrack append"):
-            await redis.eval(APPEND_LUA, 5 * len(items), *keys * len(items), *args)
+            await redis.eval(APPEND_LUA, 6 * len(items), *keys * len(items), *args)
     with pytest.raises(rx.ResponseError, match="backtrack append"):
-        await redis.eval(APPEND_LUA, 4, *keys[:4], "60", *good)  # not five keys per item
+        await redis.eval(APPEND_LUA, 5, *keys[:5], "60", *good)  # not six keys per item
     assert await _key_count(redis) == 0
-    [bad_version] = await redis.eval(APPEND_LUA, 5, *keys, "60", "2", "a", "b", "", "x")
+    [bad_version] = await redis.eval(APPEND_LUA, 6, *keys, "60", "2", "a", "b", "", "x")
     assert bad_version == [b"error", b"backtrack append: bad version"]
     assert await _key_count(redis) == 0
-    [accepted] = await redis.eval(APPEND_LUA, 5, *keys, "60", *good)
+    [accepted] = await redis.eval(APPEND_LUA, 6, *keys, "60", *good)
     assert accepted[0] == b"accepted"
+    await redis.hset("bt:{p00}:erased:u", "state", "started")
+    [erased] = await redis.eval(APPEND_LUA, 6, *keys, "60", "2", "a", "c", "", "")
+    assert erased == [b"erased", b""]
+    assert await redis.xlen("bt:{p00}:user:u") == 1
 
 
 async def test_a_change_stream_written_before_versions_were_fields_keeps_its_order(

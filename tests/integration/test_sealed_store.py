@@ -59,23 +59,40 @@ async def test_a_snapshot_moved_to_another_user_does_not_open(
 async def test_an_erased_user_is_refused_and_nothing_is_written(
     redis: Redis, redis_store: RedisStore
 ) -> None:
-    """After the key is destroyed, an append raises KeyDestroyed before any write; reads of
-    what is left raise it too, and a batch read of many users skips the erased one."""
+    """After the key is destroyed, the user's items answer ``erased`` and write nothing (the
+    others of the batch are stored); reads of what is left raise KeyDestroyed, and a batch
+    read of many users skips the erased one."""
     await redis_store.append(make_pain(3, 1, user_id="s-4"))
     await redis_store.append(make_pain(3, 1, user_id="s-5"))
     await _keys(redis_store).destroy("s-4")
     before = await redis.xlen(redis_store.keys.history("s-4"))
-    with pytest.raises(KeyDestroyed):
-        await redis_store.append_many(
-            [make_pain(4, 2, user_id="s-5"), make_pain(4, 2, user_id="s-4")]
-        )
+    batch = [make_pain(4, 2, user_id="s-5"), make_pain(4, 2, user_id="s-4")]
+    results = await redis_store.append_many(batch)
+    assert [(r.status, r.position) for r in results][1] == ("erased", "")
+    assert results[0].status == "accepted"
     assert await redis.xlen(redis_store.keys.history("s-4")) == before
-    assert len(await redis_store.history("s-5")) == 1  # the batch wrote nothing at all
+    assert len(await redis_store.history("s-5")) == 2
     with pytest.raises(KeyDestroyed):
         await redis_store.history("s-4")
     erased, kept = await redis_store.histories([("s-4", "0-0"), ("s-5", "0-0")])
     assert erased == []
-    assert len(kept) == 1
+    assert len(kept) == 2
+
+
+async def test_the_script_refuses_an_erased_user_whose_key_a_process_still_holds(
+    redis: Redis, redis_store: RedisStore
+) -> None:
+    """Another process erased the user; this one still has the key cached, seals, and the
+    append script itself refuses the item: no window in which a late event is stored."""
+    await redis_store.append(make_pain(3, 1, user_id="s-9"))
+    other = DataKeys(redis, redis_store.keys, _keys(redis_store).masters)
+    await other.destroy("s-9")
+    [late] = await redis_store.append_many([make_pain(5, 3, user_id="s-9")])
+    assert late.status == "erased"
+    assert await redis.xlen(redis_store.keys.history("s-9")) == 1
+    [change] = await redis_store.append_changes([make_change(1, user_id="s-9")])
+    assert change.status == "erased"
+    assert not await redis.exists(redis_store.keys.rx("s-9"))
 
 
 async def test_open_many_tells_erased_damaged_and_plaintext_apart(
