@@ -6,7 +6,8 @@ it: each is kept apart, encrypted with the master key (``shared.sealing``,
 bound to its subscription id), in the hash ``bt:{bt:subs}:secrets`` (the
 stream's slot), and deleted with its subscription, in one script with the
 event. Entries written before carry their secret in the stream and keep
-working.
+working until ``seal_legacy_secrets`` (``backtrack migrate encrypt``) moves
+them out.
 
 A subscription matches a change when the change's user is enrolled with the
 subscription's clinic at delivery time and (``user_ids`` is None or the user
@@ -40,6 +41,34 @@ elseif ARGV[1] == 'del' then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
 return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+"""
+#: KEYS stream, secrets; ARGV the stream's length and last id as read, then per entry to
+#: rewrite: id, its new data, its sealed secret ('' for none) -> 1 if rewritten, 0 if the
+#: stream changed meanwhile (nothing written). Every entry keeps its id (positions are the
+#: subscriptions' creation times); the rest of the stream is copied as it is.
+_SEAL_LEGACY = """
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+local last = entries[#entries]
+if #entries ~= tonumber(ARGV[1]) or (last and last[1] or '') ~= ARGV[2] then return 0 end
+local new, sealed = {}, {}
+for i = 3, #ARGV, 3 do
+  new[ARGV[i]] = ARGV[i + 1]
+  sealed[ARGV[i]] = ARGV[i + 2]
+end
+redis.call('DEL', KEYS[1])
+for _, entry in ipairs(entries) do
+  local id, fields = entry[1], entry[2]
+  if new[id] then
+    local sub_id = ''
+    for k = 1, #fields, 2 do
+      if fields[k] == 'data' then fields[k + 1] = new[id] end
+      if fields[k] == 'sub_id' then sub_id = fields[k + 1] end
+    end
+    if sealed[id] ~= '' then redis.call('HSET', KEYS[2], sub_id, sealed[id]) end
+  end
+  redis.call('XADD', KEYS[1], id, unpack(fields))
+end
+return 1
 """
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -223,6 +252,41 @@ class SubscriptionLog:
 
     async def get(self, sub_id: str) -> Subscription | None:
         return (await self.refresh()).get(sub_id)
+
+    async def seal_legacy_secrets(self, attempts: int = 5) -> int:
+        """Move every secret older entries carry in ``bt:subs`` out of it: sealed into
+        ``SECRETS`` for a subscription still there, dropped for a deleted one; returns how
+        many entries were rewritten (0: none left). Entries keep their ids; a stream that
+        changed meanwhile is read again. Raises ValueError without the master keys.
+        """
+        if self.masters is None:
+            raise ValueError("sealing subscriptions' secrets needs the master keys")
+        for _ in range(attempts):
+            entries: Any = await self.redis.xrange(SUBS, "-", "+")
+            decoded = [(text(pos), _adapter.validate_json(_data(f))) for pos, f in entries]
+            deleted = {e.sub_id for _, e in decoded if isinstance(e, SubscriptionDeleted)}
+            args: list[Any] = []
+            for position, event in decoded:
+                if not isinstance(event, SubscriptionCreated) or event.secret is None:
+                    continue
+                bare = event.model_copy(update={"secret": None})
+                sealed = b""
+                if event.sub_id not in deleted:
+                    bound = _bound(event.sub_id)
+                    sealed = wrap(self.masters.current, event.secret.encode(), bound)
+                args += [position, bare.__pydantic_serializer__.to_json(bare), sealed]
+            if not args:
+                return 0
+            tip = text(entries[-1][0])
+            if await self.redis.eval(_SEAL_LEGACY, 2, SUBS, SECRETS, len(entries), tip, *args):
+                self._subs, self._last = {}, START  # fold again from the rewritten stream
+                return len(args) // 3
+        raise RuntimeError("bt:subs kept changing; run again")
+
+
+def _data(fields: Any) -> bytes:
+    value = fields.get(b"data", fields.get("data"))
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _bound(sub_id: str) -> str:

@@ -77,6 +77,35 @@ async def test_a_secret_written_in_the_stream_by_an_older_version_still_signs(
     assert found.secret == legacy.secret
 
 
+async def test_older_secrets_move_out_of_the_stream_sealed_and_deleted_ones_go(
+    redis: Redis,
+) -> None:
+    """``seal_legacy_secrets``: entries keep their ids, no secret is left readable in
+    ``bt:subs``, a live one still signs (sealed apart), a deleted one's is gone; a second
+    run has nothing to do."""
+    masters = MasterKeys(MasterKey(new_data_key()))
+    kept, gone = _created("sub_kept", new_secret()), _created("sub_gone", new_secret())
+    for event in (kept, gone):
+        data = event.__pydantic_serializer__.to_json(event)
+        await redis.xadd(SUBS, {"type": event.type, "sub_id": event.sub_id, "data": data})
+    log = SubscriptionLog(redis, masters)
+    await log.append(_created("sub_new", new_secret()))
+    await log.append(SubscriptionDeleted(sub_id="sub_gone", occurred_at=datetime.now(UTC)))
+    ids = [i for i, _ in await redis.xrange(SUBS)]
+    assert await log.seal_legacy_secrets() == 2
+    assert [i for i, _ in await redis.xrange(SUBS)] == ids
+    everything = await _everything(redis)
+    for secret in (kept.secret, gone.secret):
+        assert secret is not None
+        assert secret.removeprefix("whsec_").encode() not in everything
+    assert set(await redis.hkeys(SECRETS)) == {b"sub_kept", b"sub_new"}
+    fresh = await SubscriptionLog(redis, masters).refresh()
+    assert fresh["sub_kept"].secret == kept.secret
+    assert fresh["sub_gone"].status == "deleted"
+    assert (await log.refresh())["sub_kept"].secret == kept.secret
+    assert await log.seal_legacy_secrets() == 0
+
+
 async def test_creating_needs_the_master_keys(redis: Redis) -> None:
     with pytest.raises(ValueError, match="master keys"):
         await SubscriptionLog(redis).append(_created("sub_1", new_secret()))
