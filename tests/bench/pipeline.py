@@ -154,6 +154,11 @@ async def ingest_batch(base: str, events: list[Input], concurrency: int = 4) -> 
         return len(events) / (time.perf_counter() - started)
 
 
+async def _grouped(client: aioredis.Redis, keys: Keys) -> bool:
+    """Whether every feed has its consumer group (then its lag counts what is left)."""
+    return all([await client.xinfo_groups(feed) for feed in keys.feeds()])
+
+
 async def _lag(client: aioredis.Redis, keys: Keys) -> int:
     total = 0
     for feed in keys.feeds():
@@ -177,7 +182,7 @@ async def prescriber_drain(url: str, count: int, extra_env: dict[str, str] | Non
     keys = Keys(PARTITIONS)
     with service("services.prescriber", url, "BACKTRACK_CLINIC_PORT", extra_env):
         started = time.perf_counter()
-        while await _lag(client, keys) == 0:  # groups appear once subscribers start
+        while not await _grouped(client, keys):  # the group appears once the prescriber starts
             await asyncio.sleep(0.01)
         while await _lag(client, keys):
             await asyncio.sleep(0.05)
