@@ -1,0 +1,392 @@
+"""Rewrite streams under the same ids: a sealed copy beside each, swapped in by one script.
+
+A stream entry is never edited, and a stream's ids are positions others hold (cursors,
+``Last-Event-ID``, dedupe keys, feed entries' ``pos``/``prev``), so a stream without
+consumer groups (a user's history or prescription stream, a rebuilt read model, the dead
+letters) is rewritten whole: its entries, each under its own id, go into a temporary key
+of the same hash tag (``temp_key``: ``bt:{pNN}:migrating:<rest of the name>``, with a TTL
+renewed on every page), and ``SWAP_LUA`` then renames the copy over the original only if
+the original is still what was copied: the same length and the same last id (enough for a
+stream changed by XADD and XDEL alone: any XADD moves the last id, an XDEL alone the
+length), and for a stream that may be replaced whole (a rebuild's switch renames read
+models) the same digest of every entry. The original's counters (last id, entries
+added, largest deleted id) and its TTL go over to the copy first, so no id is handed out
+twice. A stream with consumer groups is never renamed.
+
+An original that changed meanwhile is caught up (a history only grows: what was appended
+since is copied on) or copied again, ``attempts`` times at most before it is left for a
+later run. Streams are done in groups, one pipelined round trip per page for the group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.replay.scripts import Lua, run_many
+from shared.sealing import PACKED
+from shared.streams import text
+
+#: a temporary copy from a run that died is gone an hour after its last page at most
+TEMP_TTL = 3600
+TEMP = "migrating"
+#: SCAN patterns of the temporary copies (partitioned keys, and the dead letters' own)
+TEMP_PATTERNS = (f"bt:{{p*}}:{TEMP}:*", f"{{bt:dlq*}}:{TEMP}")
+
+_PLAIN = """
+local function sealed(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'enc' then return true end
+  end
+  return false
+end
+local function plain_letter(fields)
+  local data, sub, enc = '', false, false
+  for i = 1, #fields, 2 do
+    if fields[i] == 'subscription' then sub = true end
+    if fields[i] == 'f:enc' then enc = true end
+    if fields[i] == 'f:data' then data = fields[i + 1] end
+  end
+  if sub then return string.sub(data, 1, #ARGV[4]) ~= ARGV[4] end
+  return not enc
+end
+"""
+#: KEYS stream; ARGV start, count, 'entry' or 'letter', the packed prefix
+#: -> {1 if a plaintext entry is in the page, the next start or ''}
+FIND_LUA = (
+    _PLAIN
+    + """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, ''} end
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+for _, entry in ipairs(entries) do
+  if (ARGV[3] == 'letter' and plain_letter(entry[2])) or
+     (ARGV[3] == 'entry' and not sealed(entry[2])) then
+    return {1, ''}
+  end
+end
+if #entries < tonumber(ARGV[2]) then return {0, ''} end
+return {0, '(' .. entries[#entries][1]}
+"""
+)
+#: KEYS original, copy; ARGV length, last id, digest ('' for none)
+#: -> {'swapped'} | {'changed', length, last id} | {'incomplete'} | {'gone'} | {'groups'}
+SWAP_LUA = """
+local function tip(key)
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #newest == 0 then return '' end
+  return newest[1][1]
+end
+local function digest(key)
+  local parts, start = {}, '-'
+  while true do
+    local page = redis.call('XRANGE', key, start, '+', 'COUNT', 1000)
+    for _, entry in ipairs(page) do
+      parts[#parts + 1] = entry[1] .. '\\n'
+      for _, value in ipairs(entry[2]) do
+        parts[#parts + 1] = #value .. ':' .. value
+      end
+      parts[#parts + 1] = '\\n'
+    end
+    if #page < 1000 then break end
+    start = '(' .. page[#page][1]
+  end
+  return redis.sha1hex(table.concat(parts))
+end
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then
+  redis.call('DEL', KEYS[2])
+  return {'gone'}
+end
+local length, last = redis.call('XLEN', KEYS[1]), tip(KEYS[1])
+if length ~= tonumber(ARGV[1]) or last ~= ARGV[2]
+   or (ARGV[3] ~= '' and digest(KEYS[1]) ~= ARGV[3]) then
+  return {'changed', length, last}
+end
+if redis.call('TYPE', KEYS[2])['ok'] ~= 'stream' or redis.call('XLEN', KEYS[2]) ~= length
+   or tip(KEYS[2]) ~= last then
+  redis.call('DEL', KEYS[2])
+  return {'incomplete'}
+end
+local info, flat = {}, redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #flat, 2 do info[flat[i]] = flat[i + 1] end
+if info['groups'] > 0 then
+  redis.call('DEL', KEYS[2])
+  return {'groups'}
+end
+redis.call('XSETID', KEYS[2], info['last-generated-id'], 'ENTRIESADDED', info['entries-added'],
+  'MAXDELETEDID', info['max-deleted-entry-id'])
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('RENAME', KEYS[2], KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
+return {'swapped'}
+"""
+_FIND, _SWAP = Lua(FIND_LUA), Lua(SWAP_LUA)
+
+Entry = tuple[bytes, dict[bytes, Any]]
+#: outcomes whose copy is still there to delete
+_ABANDONED = frozenset(("busy", "gone"))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A stream to rewrite: its key, its copy's key, its kind (the report's), its user
+    ("" for the dead letters), whether it only grows, whether to compare digests, and
+    whether its entries are dead letters (``plaintext.is_plain_letter``)."""
+
+    key: str
+    temp: str
+    kind: str
+    user: str = ""
+    grows: bool = False
+    verify: bool = True
+    letters: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of entries as the copy gets them: how many were sealed, how many name no
+    patient, the erased users whose entries were copied as they are; ``erased``: the
+    stream's user was erased (the stream is left alone)."""
+
+    entries: list[Entry]
+    sealed: int = 0
+    unsealable: int = 0
+    skipped: frozenset[str] = frozenset()
+    erased: bool = False
+
+
+#: seals the plaintext entries of pages of several targets at once, one Page each
+Transform = Callable[[Sequence[tuple[Target, list[Entry]]]], Awaitable[list[Page]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one target: ``swapped``, ``sealed`` (nothing to do), ``erased``,
+    ``gone`` (deleted meanwhile), ``groups`` (has consumer groups: left), ``busy``
+    (changed under every attempt: left for a later run); ``retries``: swaps refused
+    because the original had changed."""
+
+    target: Target
+    status: str
+    sealed: int = 0
+    unsealable: int = 0
+    skipped: frozenset[str] = frozenset()
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class _Copy:
+    target: Target
+    goal: str = ""
+    after: str = "-"
+    length: int = 0
+    sealed: int = 0
+    unsealable: int = 0
+    skipped: frozenset[str] = frozenset()
+    attempts: int = 0
+    digest: Any = field(default_factory=lambda: hashlib.sha1(usedforsecurity=False))
+
+    def restart(self, goal: str) -> None:
+        self.goal, self.after, self.length = goal, "-", 0
+        self.sealed = self.unsealable = 0
+        self.skipped = frozenset()
+        self.digest = hashlib.sha1(usedforsecurity=False)
+
+    @property
+    def done(self) -> bool:
+        return self.after == self.goal
+
+
+def temp_key(key: str) -> str:
+    """The temporary copy of ``key``, in its Redis Cluster slot (its hash tag, or the whole
+    name of a key without one as the tag)."""
+    if key.startswith("bt:{"):
+        prefix, tag, rest = key.split(":", 2)
+        return f"{prefix}:{tag}:{TEMP}:{rest}"
+    return f"{{{key}}}:{TEMP}"
+
+
+def _lower(after: str) -> str:
+    return "-" if after == "-" else f"({after}"
+
+
+def entry_digest(digest: Any, entry_id: bytes, fields: dict[bytes, Any]) -> None:
+    """Feed one entry, as read, to ``digest`` the way ``SWAP_LUA`` reads it."""
+    digest.update(entry_id + b"\n")
+    for name, value in fields.items():
+        for part in (name, value):
+            raw = part if isinstance(part, bytes) else str(part).encode()
+            digest.update(b"%d:%s" % (len(raw), raw))
+    digest.update(b"\n")
+
+
+class Restream:
+    """Rewrites groups of streams on one Redis (or Cluster: each script touches one slot)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        transform: Transform,
+        *,
+        page: int = 1000,
+        attempts: int = 5,
+        ttl: int = TEMP_TTL,
+    ) -> None:
+        self.redis = redis
+        self.transform = transform
+        self.page = page
+        self.attempts = attempts
+        self.ttl = ttl
+
+    async def plaintext(self, targets: Sequence[Target]) -> list[Target]:
+        """The targets holding a plaintext entry, read on the server (nothing comes back)."""
+        found: list[Target] = []
+        todo = [(target, "-") for target in targets]
+        while todo:
+            calls = [
+                ([t.key], [start, self.page, "letter" if t.letters else "entry", PACKED])
+                for t, start in todo
+            ]
+            replies = await run_many(self.redis, _FIND, calls)
+            more = []
+            for (target, _), (hit, start) in zip(todo, replies, strict=True):
+                if int(hit):
+                    found.append(target)
+                elif text(start):
+                    more.append((target, text(start)))
+            todo = more
+        return found
+
+    async def rewrite(self, targets: Sequence[Target]) -> list[Outcome]:
+        """Rewrite every target that holds plaintext; one outcome per target, in no order."""
+        needing = await self.plaintext(targets)
+        chosen = set(needing)
+        outcomes = [Outcome(t, "sealed") for t in targets if t not in chosen]
+        copies = [_Copy(target) for target in needing]
+        await self._begin(copies)
+        while copies:
+            live = [c for c in copies if c.goal]
+            outcomes += [Outcome(c.target, "gone") for c in copies if not c.goal]
+            copies = []
+            erased = await self._fill(live)
+            outcomes += [
+                Outcome(c.target, "erased", skipped=frozenset({c.target.user})) for c in erased
+            ]
+            ready = [c for c in live if c not in erased]
+            stale: list[_Copy] = []
+            for copy, reply in zip(ready, await self._swaps(ready), strict=True):
+                outcome = self._settle(copy, reply)
+                if outcome is None:
+                    copies.append(copy)
+                else:
+                    outcomes.append(outcome)
+                if copy.after == "-" if outcome is None else outcome.status in _ABANDONED:
+                    stale.append(copy)  # a copy to start again, or one given up
+            await self._drop(stale)
+        return outcomes
+
+    def _settle(self, copy: _Copy, reply: Any) -> Outcome | None:
+        """The outcome of a swap, or None to try again (the copy is set up for it)."""
+        status = text(reply[0])
+        if status == "swapped":
+            return Outcome(
+                copy.target, "swapped", copy.sealed, copy.unsealable, copy.skipped, copy.attempts
+            )
+        if status in ("gone", "groups"):
+            return Outcome(copy.target, status)
+        copy.attempts += 1
+        if copy.attempts >= self.attempts:
+            return Outcome(copy.target, "busy", retries=copy.attempts)
+        if status == "changed":
+            length, last = int(reply[1]), text(reply[2])
+            if not last:
+                return Outcome(copy.target, "gone")
+            if copy.target.grows and length > copy.length:
+                copy.goal = last  # appended to: copy on from where the copy ends
+                return None
+            copy.restart(last)
+            return None
+        copy.restart(copy.goal)
+        return None
+
+    async def _begin(self, copies: Sequence[_Copy]) -> None:
+        """Each copy's goal, the original's last id now ("" if gone); old copies dropped."""
+        pipe = self.redis.pipeline(transaction=False)
+        for copy in copies:
+            pipe.delete(copy.target.temp)
+            pipe.xrevrange(copy.target.key, "+", "-", count=1)
+        replies = await pipe.execute()
+        for copy, newest in zip(copies, replies[1::2], strict=True):
+            copy.goal = text(newest[0][0]) if newest else ""
+
+    async def _drop(self, copies: Sequence[_Copy]) -> None:
+        if copies:
+            await self.redis.delete(*[c.target.temp for c in copies])
+
+    async def _fill(self, copies: Sequence[_Copy]) -> list[_Copy]:
+        """Copy pages until every copy reaches its goal; returns the copies dropped
+        because their user was erased."""
+        erased: list[_Copy] = []
+        active = [c for c in copies if not c.done]
+        while active:
+            pipe = self.redis.pipeline(transaction=False)
+            for copy in active:
+                pipe.xrange(copy.target.key, _lower(copy.after), copy.goal, count=self.page)
+            pages: list[Any] = await pipe.execute()
+            raw = [[(bytes(i), dict(f)) for i, f in page] for page in pages]
+            done = await self.transform([(c.target, p) for c, p in zip(active, raw, strict=True)])
+            pipe = self.redis.pipeline(transaction=False)
+            for copy, read, page in zip(active, raw, done, strict=True):
+                if page.erased:
+                    erased.append(copy)
+                    pipe.delete(copy.target.temp)
+                    continue
+                self._copy(pipe, copy, read, page)
+            await pipe.execute()
+            active = [c for c in active if not c.done and c not in erased]
+        return erased
+
+    def _copy(self, pipe: Any, copy: _Copy, read: list[Entry], page: Page) -> None:
+        """Queue a page's writes to the copy and move the copy's place on."""
+        for entry_id, fields in page.entries:
+            pipe.xadd(copy.target.temp, fields, id=entry_id)
+        if copy.target.verify:
+            for entry_id, fields in read:
+                entry_digest(copy.digest, entry_id, fields)
+        pipe.expire(copy.target.temp, self.ttl)
+        copy.length += len(read)
+        copy.sealed += page.sealed
+        copy.unsealable += page.unsealable
+        copy.skipped |= page.skipped
+        if len(read) < self.page:
+            copy.after = copy.goal  # the goal itself may be gone (an XDEL): done all the same
+        else:
+            copy.after = read[-1][0].decode()
+
+    async def _swaps(self, copies: Sequence[_Copy]) -> list[Any]:
+        if not copies:
+            return []
+        calls = [
+            (
+                [c.target.key, c.target.temp],
+                [c.length, c.after, c.digest.hexdigest() if c.target.verify else ""],
+            )
+            for c in copies
+        ]
+        return await run_many(self.redis, _SWAP, calls)
+
+
+__all__ = [
+    "FIND_LUA",
+    "SWAP_LUA",
+    "TEMP_PATTERNS",
+    "TEMP_TTL",
+    "Outcome",
+    "Page",
+    "Restream",
+    "Target",
+    "temp_key",
+]
