@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.replay.scripts import Lua, run_many
+from services.replay.scripts import Call, Lua, run_many
 from shared.sealing import PACKED
 from shared.streams import text
 
@@ -38,21 +38,31 @@ TEMP = "migrating"
 TEMP_PATTERNS = (f"bt:{{p*}}:{TEMP}:*", f"{{bt:dlq*}}:{TEMP}")
 
 _PLAIN = """
-local function sealed(fields)
+-- whether an entry is plaintext with the envelope a seal binds (fields named after 'prefix')
+local function plain(fields, prefix)
+  local found = 0
   for i = 1, #fields, 2 do
-    if fields[i] == 'enc' then return true end
+    local name = fields[i]
+    if name == prefix .. 'enc' then return false end
+    if name == prefix .. 'type' or name == prefix .. 'event_id' or name == prefix .. 'user_id'
+       or name == prefix .. 'data' then
+      found = found + 1
+    end
   end
-  return false
+  return found == 4
 end
 local function plain_letter(fields)
-  local data, sub, enc = '', false, false
   for i = 1, #fields, 2 do
-    if fields[i] == 'subscription' then sub = true end
-    if fields[i] == 'f:enc' then enc = true end
-    if fields[i] == 'f:data' then data = fields[i + 1] end
+    if fields[i] == 'subscription' then
+      for j = 1, #fields, 2 do
+        if fields[j] == 'f:data' then
+          return string.sub(fields[j + 1], 1, #ARGV[4]) ~= ARGV[4]
+        end
+      end
+      return false
+    end
   end
-  if sub then return string.sub(data, 1, #ARGV[4]) ~= ARGV[4] end
-  return not enc
+  return plain(fields, 'f:')
 end
 """
 #: KEYS stream; ARGV start, count, 'entry' or 'letter', the packed prefix
@@ -64,7 +74,7 @@ if redis.call('TYPE', KEYS[1])['ok'] ~= 'stream' then return {0, ''} end
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 for _, entry in ipairs(entries) do
   if (ARGV[3] == 'letter' and plain_letter(entry[2])) or
-     (ARGV[3] == 'entry' and not sealed(entry[2])) then
+     (ARGV[3] == 'entry' and plain(entry[2], '')) then
     return {1, ''}
   end
 end
@@ -72,6 +82,26 @@ if #entries < tonumber(ARGV[2]) then return {0, ''} end
 return {0, '(' .. entries[#entries][1]}
 """
 )
+#: KEYS copy; ARGV its TTL in seconds, then the page's entries framed (``frame``): per
+#: entry its id, the number of field and value strings, those strings -> the copy's length.
+#: One argument per page rather than one per string: packing arguments is where a client
+#: spends its time.
+COPY_LUA = """
+local blob, at = ARGV[2], 1
+local function take()
+  local colon = string.find(blob, ':', at, true)
+  local size = tonumber(string.sub(blob, at, colon - 1))
+  at = colon + size + 1
+  return string.sub(blob, colon + 1, colon + size)
+end
+while at <= #blob do
+  local id, n, fields = take(), tonumber(take()), {}
+  for j = 1, n do fields[j] = take() end
+  redis.call('XADD', KEYS[1], id, unpack(fields))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return redis.call('XLEN', KEYS[1])
+"""
 #: KEYS original, copy; ARGV length, last id, digest ('' for none)
 #: -> {'swapped'} | {'changed', length, last id} | {'incomplete'} | {'gone'} | {'groups'}
 SWAP_LUA = """
@@ -123,7 +153,7 @@ redis.call('RENAME', KEYS[2], KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
 return {'swapped'}
 """
-_FIND, _SWAP = Lua(FIND_LUA), Lua(SWAP_LUA)
+_FIND, _COPY, _SWAP = Lua(FIND_LUA), Lua(COPY_LUA), Lua(SWAP_LUA)
 
 Entry = tuple[bytes, dict[bytes, Any]]
 #: outcomes whose copy is still there to delete
@@ -218,9 +248,17 @@ def entry_digest(digest: Any, entry_id: bytes, fields: dict[bytes, Any]) -> None
     digest.update(entry_id + b"\n")
     for name, value in fields.items():
         for part in (name, value):
-            raw = part if isinstance(part, bytes) else str(part).encode()
-            digest.update(b"%d:%s" % (len(raw), raw))
+            digest.update(frame([_raw(part)]))
     digest.update(b"\n")
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def frame(parts: Sequence[bytes]) -> bytes:
+    """Strings as one: each as ``<length>:<bytes>`` (what ``COPY_LUA`` takes apart)."""
+    return b"".join(b"%d:%s" % (len(part), part) for part in parts)
 
 
 class Restream:
@@ -338,25 +376,26 @@ class Restream:
             pages: list[Any] = await pipe.execute()
             raw = [[(bytes(i), dict(f)) for i, f in page] for page in pages]
             done = await self.transform([(c.target, p) for c, p in zip(active, raw, strict=True)])
-            pipe = self.redis.pipeline(transaction=False)
+            calls: list[Call] = []
             for copy, read, page in zip(active, raw, done, strict=True):
                 if page.erased:
                     erased.append(copy)
-                    pipe.delete(copy.target.temp)
-                    continue
-                self._copy(pipe, copy, read, page)
-            await pipe.execute()
+                else:
+                    calls.append(self._copy(copy, read, page))
+            await run_many(self.redis, _COPY, calls)
             active = [c for c in active if not c.done and c not in erased]
+        await self._drop(erased)
         return erased
 
-    def _copy(self, pipe: Any, copy: _Copy, read: list[Entry], page: Page) -> None:
-        """Queue a page's writes to the copy and move the copy's place on."""
+    def _copy(self, copy: _Copy, read: list[Entry], page: Page) -> Call:
+        """The call writing a page to the copy; the copy's place moves on."""
+        parts: list[bytes] = []
         for entry_id, fields in page.entries:
-            pipe.xadd(copy.target.temp, fields, id=entry_id)
+            parts += [entry_id, b"%d" % (2 * len(fields))]
+            parts += [_raw(x) for pair in fields.items() for x in pair]
         if copy.target.verify:
             for entry_id, fields in read:
                 entry_digest(copy.digest, entry_id, fields)
-        pipe.expire(copy.target.temp, self.ttl)
         copy.length += len(read)
         copy.sealed += page.sealed
         copy.unsealable += page.unsealable
@@ -365,6 +404,7 @@ class Restream:
             copy.after = copy.goal  # the goal itself may be gone (an XDEL): done all the same
         else:
             copy.after = read[-1][0].decode()
+        return [copy.target.temp], [self.ttl, frame(parts)]
 
     async def _swaps(self, copies: Sequence[_Copy]) -> list[Any]:
         if not copies:
