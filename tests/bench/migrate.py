@@ -1,0 +1,119 @@
+"""What ``backtrack migrate encrypt`` costs: events sealed per second, Redis memory before, after.
+
+A plaintext deployment is written once: 120 simulated patients (``shared.cohort``, seed 5)
+appended in arrival order through the store with no data keys and processed live (so
+histories, prescription streams, snapshots and both feeds), every feed's groups having
+read and acknowledged everything (a deployment at rest). Its keyspace is kept (DUMP) and
+restored before each run; each run times ``migrate_encrypt`` over all of it, one process,
+and reads ``used_memory`` before and after. Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import statistics
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.replay.migrate import Report, migrate_encrypt
+from shared import cohort
+from shared.data_keys import DataKeys
+from shared.keys import PRESCRIBER_GROUP, Keys
+from shared.redis_server import RedisServer
+from shared.redis_store import RedisStore, connect
+from shared.sealing import MasterKey, MasterKeys
+from tests.bench.report import NOTES, ROWS, Row
+from tests.integration.replay_fixtures import run_live
+
+PARTITIONS = 16
+PATIENTS = 120
+MASTERS = MasterKeys(MasterKey(hashlib.sha256(b"backtrack bench master key").digest()))
+GROUPS = {"feed": (PRESCRIBER_GROUP,), "rxfeed": ("channel-log", "channel-webhook")}
+
+
+async def _plaintext(redis: Redis) -> dict[bytes, bytes]:
+    """Write the plaintext deployment; every key's DUMP."""
+    keys = Keys(PARTITIONS)
+    events = [a.event for a in cohort.simulate(PATIENTS, seed=5)]
+    await run_live(RedisStore(redis, PARTITIONS), events, chunk=200, snapshot_every=50)
+    for kind, feeds in (("feed", keys.feeds()), ("rxfeed", keys.rxfeeds())):
+        for feed in feeds:
+            for group in GROUPS[kind]:  # every entry delivered and acknowledged
+                await redis.xgroup_create(feed, group, id="$", mkstream=True)
+    names = [k async for k in redis.scan_iter(count=1000)]
+    return {bytes(name): await redis.dump(name) for name in names}
+
+
+async def _restore(redis: Redis, dumps: dict[bytes, bytes]) -> None:
+    await redis.flushall()
+    pipe = redis.pipeline(transaction=False)
+    for name, dumped in dumps.items():
+        pipe.restore(name, 0, dumped)
+    await pipe.execute()
+
+
+async def _memory(redis: Redis) -> int:
+    info: Any = await redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def _run(redis: Redis, dumps: dict[bytes, bytes]) -> tuple[Report, float, int, int]:
+    await _restore(redis, dumps)
+    before = await _memory(redis)
+    data_keys = DataKeys(redis, Keys(PARTITIONS), MASTERS)
+    started = time.perf_counter()
+    report = await migrate_encrypt(redis, Keys(PARTITIONS), data_keys, required_groups=GROUPS)
+    seconds = time.perf_counter() - started
+    return report, seconds, before, await _memory(redis)
+
+
+async def _bench(url: str, runs: int) -> None:
+    redis = connect(url)
+    try:
+        took = time.perf_counter()
+        dumps = await _plaintext(redis)
+        took = time.perf_counter() - took
+        results = [await _run(redis, dumps) for _ in range(runs)]
+    finally:
+        await redis.aclose()
+    report = results[0][0]
+    streams = report.sealed["history"] + report.sealed["prescriptions"]
+    sealed = sum(report.sealed.values())
+    print(
+        f"migrate: {PATIENTS} patients, {report.sealed['history']:,} events and "
+        f"{report.sealed['prescriptions']:,} prescription changes, written and processed "
+        f"plaintext in {took:.1f} s",
+        flush=True,
+    )
+    rates = sorted(streams / seconds for _, seconds, _, _ in results)
+    ROWS.append(Row("migrate encrypt, stream entries sealed", "events/s", *_spread(rates), runs))
+    print("  " + ROWS[-1].line(), flush=True)
+    before = statistics.median(b for _, _, b, _ in results) / 2**20
+    after = statistics.median(a for _, _, _, a in results) / 2**20
+    seconds = statistics.median(s for _, s, _, _ in results)
+    deleted = sum(report.deleted.values())
+    notes = [
+        f"migrate encrypt: {sealed:,} copies sealed ({streams:,} stream entries, "
+        f"{report.sealed['snapshots']:,} snapshots) and {deleted:,} acknowledged feed "
+        f"entries deleted in {seconds:.2f} s (median of {runs})",
+        f"migrate encrypt: Redis used_memory {before:.1f} MiB before, {after:.1f} MiB after",
+    ]
+    for note in notes:
+        print("  " + note, flush=True)
+        NOTES.append(note)
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), values[0], values[-1]
+
+
+def main(runs: int = 3) -> None:
+    with RedisServer.start(extra_args=("--appendonly", "no")) as server:
+        asyncio.run(_bench(server.url, runs))
+
+
+if __name__ == "__main__":
+    main()
