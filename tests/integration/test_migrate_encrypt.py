@@ -198,3 +198,22 @@ async def test_with_sealing_off_it_refuses(redis: Redis, plain: Plain) -> None:
     off = DataKeys(redis, keys, data_keys_for(redis, PARTITIONS).masters, seals=False)
     with pytest.raises(ValueError, match="encryption at rest is off"):
         await migrate_encrypt(redis, keys, off)
+
+
+async def test_on_a_redis_cluster_it_seals_the_same_way(cluster_redis: Redis) -> None:
+    """Every script touches one slot and the copies share their original's hash tag (the dead
+    letters' too), so on a Cluster the same deployment comes out sealed, ids unchanged."""
+    data_keys = data_keys_for(cluster_redis, PARTITIONS)
+    plain = await deployment(cluster_redis, data_keys)
+    before = await _streams(cluster_redis)
+    reads = await _reads(RedisStore(cluster_redis, PARTITIONS), plain.users)
+    report = await _migrate(cluster_redis, data_keys)
+    after = await _streams(cluster_redis)
+    assert {k: [i for i, _ in v] for k, v in after.items()} == {
+        k: [i for i, _ in v] for k, v in before.items()
+    }
+    sealed = RedisStore(cluster_redis, PARTITIONS, data_keys=data_keys)
+    assert await _reads(sealed, plain.users) == reads
+    assert report.sealed["dead letters"] == 3
+    assert report.left["queue items"] == 1
+    assert await _temporaries(cluster_redis) == []
