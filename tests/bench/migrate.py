@@ -55,12 +55,19 @@ async def _restore(redis: Redis, dumps: dict[bytes, bytes]) -> None:
     await pipe.execute()
 
 
-async def _memory(redis: Redis) -> int:
+async def _memory(redis: Redis) -> tuple[int, int]:
+    """Redis ``used_memory``, and the bytes every history stream takes (MEMORY USAGE)."""
     info: Any = await redis.info("memory")
-    return int(info["used_memory"])
+    histories = [k async for k in redis.scan_iter(match="bt:{p*}:user:*", count=1000)]
+    pipe = redis.pipeline(transaction=False)
+    for key in histories:
+        pipe.memory_usage(key, samples=0)
+    return int(info["used_memory"]), sum(await pipe.execute())
 
 
-async def _run(redis: Redis, dumps: dict[bytes, bytes]) -> tuple[Report, float, int, int]:
+async def _run(
+    redis: Redis, dumps: dict[bytes, bytes]
+) -> tuple[Report, float, tuple[int, int], tuple[int, int]]:
     await _restore(redis, dumps)
     before = await _memory(redis)
     data_keys = DataKeys(redis, Keys(PARTITIONS), MASTERS)
@@ -91,15 +98,21 @@ async def _bench(url: str, runs: int) -> None:
     rates = sorted(streams / seconds for _, seconds, _, _ in results)
     ROWS.append(Row("migrate encrypt, stream entries sealed", "events/s", *_spread(rates), runs))
     print("  " + ROWS[-1].line(), flush=True)
-    before = statistics.median(b for _, _, b, _ in results) / 2**20
-    after = statistics.median(a for _, _, _, a in results) / 2**20
+    before = statistics.median(b[0] for _, _, b, _ in results) / 2**20
+    after = statistics.median(a[0] for _, _, _, a in results) / 2**20
+    events = report.sealed["history"]
+    per_before = statistics.median(b[1] for _, _, b, _ in results) / events
+    per_after = statistics.median(a[1] for _, _, _, a in results) / events
     seconds = statistics.median(s for _, s, _, _ in results)
     deleted = sum(report.deleted.values())
     notes = [
         f"migrate encrypt: {sealed:,} copies sealed ({streams:,} stream entries, "
         f"{report.sealed['snapshots']:,} snapshots) and {deleted:,} acknowledged feed "
         f"entries deleted in {seconds:.2f} s (median of {runs})",
-        f"migrate encrypt: Redis used_memory {before:.1f} MiB before, {after:.1f} MiB after",
+        f"migrate encrypt: Redis used_memory {before:.1f} MiB before, {after:.1f} MiB after "
+        "(the acknowledged feed entries gone, the data keys made)",
+        f"migrate encrypt: a history entry takes {per_before:.0f} bytes plaintext, "
+        f"{per_after:.0f} sealed (MEMORY USAGE of every history stream)",
     ]
     for note in notes:
         print("  " + note, flush=True)
