@@ -34,7 +34,8 @@ import structlog
 from redis.asyncio import Redis
 
 from services.replay import feed_trim, in_place, sealer
-from services.replay.restream import TEMP_PATTERNS, Outcome, Restream, Target, temp_key
+from services.replay.restream import Outcome, Restream, Target
+from services.replay.stream_copies import TEMP_PATTERNS, temp_key
 from shared.data_keys import DataKeys
 from shared.keys import DLQ, PREFIX, Keys
 from shared.streams import text

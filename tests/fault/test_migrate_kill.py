@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from services.replay.restream import TEMP_PATTERNS
+from services.replay.stream_copies import TEMP_PATTERNS
 from shared import cohort
 from shared.codec import to_fields
 from shared.data_keys import DataKeys

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from services.replay.deadletters import RESOLVED
 from services.replay.migrate import Report, migrate_encrypt
-from services.replay.restream import TEMP_PATTERNS
+from services.replay.stream_copies import TEMP_PATTERNS
 from shared import sealing
 from shared.data_keys import DataKeys
 from shared.keys import Keys

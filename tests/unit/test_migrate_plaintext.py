@@ -12,7 +12,7 @@ from redis.crc import key_slot
 from services.channels.queues import queue_item
 from services.replay import plaintext
 from services.replay.migrate import snapshot_kind, stream_kind
-from services.replay.restream import TEMP_PATTERNS, temp_key
+from services.replay.stream_copies import TEMP_PATTERNS, temp_key
 from shared import codec, sealing
 from shared.dead_letters import dead_letter
 from shared.keys import Keys
