@@ -192,13 +192,13 @@ class Restream:
             )
         if status in ("gone", "groups"):
             return Outcome(copy.target, status)
+        if status == "changed" and not text(reply[2]):
+            return Outcome(copy.target, "gone")  # emptied meanwhile
         copy.attempts += 1
         if copy.attempts >= self.attempts:
             return Outcome(copy.target, "busy", retries=copy.attempts)
         if status == "changed":
             length, last = int(reply[1]), text(reply[2])
-            if not last:
-                return Outcome(copy.target, "gone")
             if copy.target.grows and length > copy.length:
                 copy.goal = last  # appended to: copy on from where the copy ends
                 return None

@@ -76,6 +76,30 @@ async def test_an_append_during_the_copy_is_caught_up_before_the_swap(redis: Red
     assert [e for _, e in await live.history("u-1")] == [*course, late]
 
 
+async def test_a_history_changing_under_every_attempt_is_left_whole_for_a_rerun(
+    redis: Redis,
+) -> None:
+    """Appended to during every copy, a history is given up after the attempts: left as it
+    was with what was appended, its copy deleted, counted busy."""
+    data_keys = data_keys_for(redis, PARTITIONS)
+    live = RedisStore(redis, PARTITIONS, data_keys=data_keys)
+    [course] = (await _plaintext(redis, ["u-3"], 20)).values()
+    inner = sealer.entries(data_keys)
+    late: list[Input] = []
+
+    async def append_each_time(batch: Sequence[tuple[Target, list[Entry]]]) -> list[Page]:
+        late.append(make_pain(2, 200 + len(late), user_id="u-3"))
+        await live.append(late[-1])
+        return await inner(batch)
+
+    restream = Restream(redis, append_each_time, page=50, attempts=3)
+    target = stream_target(Keys(PARTITIONS).history("u-3"))
+    [outcome] = await restream.rewrite([target])
+    assert (outcome.status, outcome.retries) == ("busy", 3)
+    assert not await redis.exists(target.temp)
+    assert [e for _, e in await live.history("u-3")] == [*course, *late]
+
+
 async def test_a_prescription_stream_replaced_during_the_copy_is_copied_again(
     redis: Redis,
 ) -> None:
