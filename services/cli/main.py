@@ -1,5 +1,6 @@
 """``backtrack``: run the stack, the demo, mint and revoke tokens, read a user's history,
-export or erase a user's data and read the audit log of who read whose."""
+export or erase a user's data, read the audit log of who read whose, seal what was stored
+before encryption at rest and rewrap the data keys."""
 
 from __future__ import annotations
 
@@ -68,6 +69,17 @@ def _privacy_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
     audit.add_argument("--since", type=since, help="RFC 3339 time (no offset: UTC)")
     audit.add_argument("--redis-url")
     audit.add_argument("--table", action="store_true", help="a table instead of JSON lines")
+    migrate = commands.add_parser("migrate", help="move a deployment's data to a new format")
+    steps = migrate.add_subparsers(dest="step", required=True)
+    steps.add_parser(
+        "encrypt",
+        help="seal what was stored before encryption at rest; rerun until it exits 0",
+    ).add_argument("--redis-url")
+    keys = commands.add_parser("keys", help="patients' data keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    actions.add_parser(
+        "rewrap", help="rewrap every data key under the current master key (a rotation)"
+    ).add_argument("--redis-url")
 
 
 def _replay_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -212,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(show_audit(settings, args.user, args.since, args.table))
     if args.command in ("replay", "dlq"):
         return asyncio.run(_replay(settings, args))
+    if args.command in ("migrate", "keys"):
+        from services.cli import migrate  # noqa: PLC0415
+
+        return asyncio.run(
+            migrate.encrypt(settings) if args.command == "migrate" else migrate.rewrap(settings)
+        )
     return 2
 
 

@@ -26,6 +26,7 @@ from tests.bench import (
     history,
     load,
     memory,
+    migrate,
     pipeline,
     replay,
 )
@@ -83,7 +84,20 @@ def write(path: Path = Path("docs/BENCHMARKS.md")) -> None:
 
 
 def main() -> int:
-    benches = (engine, pipeline, history, memory, replay, load, e2e, flood, crypto, at_rest, audit)
+    benches = (
+        engine,
+        pipeline,
+        history,
+        memory,
+        replay,
+        load,
+        e2e,
+        flood,
+        crypto,
+        at_rest,
+        migrate,
+        audit,
+    )
     for bench in benches:
         bench.main()
     print("\nsummary")
