@@ -229,13 +229,8 @@ class Dispatcher:
             return
         delivery = Delivery(sub, queue, item, body, _change(body), attempt)
         try:
-            wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
-            gate = self._endpoint(sub.url)
-            try:
-                async with asyncio.timeout(max(wait, 0.1)):
-                    await gate.acquire()
-            except TimeoutError:
-                await self.queues.release(queue, _now_ms())
+            gate = await self._slot(sub, queue)
+            if gate is None:
                 return
             try:
                 # checked after the wait for the endpoint, just before anything is sent
@@ -262,13 +257,8 @@ class Dispatcher:
         """One attempt at an erasure notice: signed and retried like a change, no enrolment
         check; past the last backoff step it is given up."""
         try:
-            wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
-            gate = self._endpoint(sub.url)
-            try:
-                async with asyncio.timeout(max(wait, 0.1)):
-                    await gate.acquire()
-            except TimeoutError:
-                await self.queues.release(queue, _now_ms())
+            gate = await self._slot(sub, queue)
+            if gate is None:
                 return
             try:
                 result = await post(
@@ -288,6 +278,19 @@ class Dispatcher:
             await self._settle_notice(sub, queue, item, attempt, result)
         except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
             log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+
+    async def _slot(self, sub: Subscription, queue: str) -> asyncio.Semaphore | None:
+        """The endpoint's slot, acquired (the caller releases it); None, with the queue's
+        lease given back, if none came free while the lease leaves time to send."""
+        wait = self.settings.webhook_lease - self.settings.webhook_timeout - 1.0
+        gate = self._endpoint(sub.url)
+        try:
+            async with asyncio.timeout(max(wait, 0.1)):
+                await gate.acquire()
+        except TimeoutError:
+            await self.queues.release(queue, _now_ms())
+            return None
+        return gate
 
     async def _settle_notice(
         self, sub: Subscription, queue: str, item: bytes, attempt: int, result: Attempt

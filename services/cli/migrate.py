@@ -11,10 +11,8 @@ key.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,11 +25,11 @@ from rich.progress import (
 from rich.table import Table
 
 from services.channels.dispatcher import GROUP as WEBHOOK_GROUP
+from services.cli.connection import redis_of
 from services.prescriber.entrypoints.log_channel import LOG_GROUP
 from services.replay.migrate import Report, migrate_encrypt
 from shared.data_keys import DataKeys
 from shared.keys import PRESCRIBER_GROUP, Keys
-from shared.redis_store import connect
 from shared.sealing import UnknownMasterKey
 from shared.settings import Settings
 
@@ -39,17 +37,6 @@ console = Console()
 #: the groups each feed kind is read by; its entries go only once all of them exist
 REQUIRED_GROUPS = {"feed": (PRESCRIBER_GROUP,), "rxfeed": (LOG_GROUP, WEBHOOK_GROUP)}
 UNITS = {"feeds": "entries", "dead letters": "streams"}
-
-
-@asynccontextmanager
-async def _redis(settings: Settings) -> AsyncIterator[Redis]:
-    if not settings.redis_url:
-        raise SystemExit("set BACKTRACK_REDIS_URL or pass --redis-url")
-    redis = connect(settings.redis_url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def _bars(progress: Progress) -> Callable[[str, int, int], None]:
@@ -77,7 +64,7 @@ def _table(report: Report) -> Table:
 
 async def encrypt(settings: Settings) -> int:
     """Run the migration once; 0 if nothing plaintext is left, 3 if a rerun has work."""
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         data_keys = DataKeys.from_settings(redis, settings)
         if not data_keys.seals:
             console.print("encryption at rest is off (BACKTRACK_ENCRYPT_AT_REST=0): nothing to do")
@@ -111,7 +98,7 @@ async def encrypt(settings: Settings) -> int:
 
 async def rewrap(settings: Settings) -> int:
     """Rewrap every data key under the current master key; 1 if one is under an unknown key."""
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         try:
             done = await DataKeys.from_settings(redis, settings).rewrap()
         except UnknownMasterKey as exc:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -30,11 +30,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from services.cli.connection import redis_of
 from services.replay.metrics import ReplayMetrics, serve
 from services.replay.workers import Job, in_workers
 from shared.data_keys import DataKeys
 from shared.keys import Keys
-from shared.redis_store import connect
 from shared.settings import Settings
 
 console = Console()
@@ -44,17 +44,6 @@ def parse_time(value: str) -> datetime:
     """RFC 3339 (a date alone is its midnight); without an offset, UTC."""
     at = datetime.fromisoformat(value)
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-@asynccontextmanager
-async def _redis(settings: Settings) -> AsyncIterator[Redis]:
-    if not settings.redis_url:
-        raise SystemExit("set BACKTRACK_REDIS_URL or pass --redis-url")
-    redis = connect(settings.redis_url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def _progress() -> Progress:
@@ -115,7 +104,7 @@ async def rebuild(settings: Settings, user: str | None, rebuild_id: str | None) 
     from services.replay.rebuild import Rebuild  # noqa: PLC0415
 
     keys = Keys(settings.partitions)
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         chosen = rebuild_id or await _unfinished(redis, user) or time.strftime("r%Y%m%d%H%M%S")
         job = Rebuild(redis, keys, chosen, data_keys=DataKeys.from_settings(redis, settings))
         users, resumed = await job.plan([user] if user else None)
@@ -170,7 +159,7 @@ async def what_if(
 
     rules = load_rules(rules_file, pairs)
     keys = Keys(settings.partitions)
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         users = await scan.user_ids(redis, keys)
         total = await scan.total_events(redis, keys, users)
         job = Job(
@@ -201,7 +190,7 @@ async def as_of(settings: Settings, at: datetime, user: str | None, arrived: boo
     from services.replay import asof, scan  # noqa: PLC0415
 
     keys = Keys(settings.partitions)
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         if user is None:
             users = await scan.user_ids(redis, keys)
             total = await scan.total_events(redis, keys, users)
@@ -239,7 +228,7 @@ async def redeliver(
 ) -> int:
     from services.replay.redeliver import SubscriptionNotFound, redeliver  # noqa: PLC0415
 
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         try:
             done = await redeliver(redis, Keys(settings.partitions), subscription, since, until)
         except SubscriptionNotFound:
@@ -254,7 +243,7 @@ async def redeliver(
 async def dlq(settings: Settings, action: str, letter_id: str | None, count: int) -> int:
     from services.replay import deadletters  # noqa: PLC0415
 
-    async with _redis(settings) as redis:
+    async with redis_of(settings) as redis:
         if action == "list":
             letters = await deadletters.list_letters(redis, count)
             table = Table(title=f"dead letters ({len(letters)} shown)")
