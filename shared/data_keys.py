@@ -305,7 +305,11 @@ class DataKeys:
         return key
 
     def _remember(self, user_id: str, wrapped: bytes | None, now: float) -> DataKey | KeyDestroyed:
-        """The unwrapped key, cached; KeyDestroyed (nothing cached) for none stored."""
+        """The unwrapped key, cached; KeyDestroyed (nothing cached) for none stored.
+
+        Raises UnknownMasterKey (this process lacks the master key that wrapped it: a
+        configuration to mend, not the entry's fault), Unreadable for a damaged wrapped key.
+        """
         if wrapped is None:
             self._cache.pop(user_id, None)
             return KeyDestroyed(user_id)

@@ -29,7 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from shared.store import Enrolment
+from shared.store import Enrolment, UserErased
 from shared.streams import text
 
 _CHECK = """
@@ -38,10 +38,12 @@ if kind ~= 'none' and kind ~= 'stream' then
   return redis.error_reply('WRONGTYPE backtrack enrolment: ' .. KEYS[2] .. ' holds a ' .. kind)
 end
 """
-#: KEYS clinic key, enrolment stream; ARGV user, clinic, by, at -> {record id, previous clinic}
+#: KEYS clinic key, enrolment stream, erasure record; ARGV user, clinic, by, at ->
+#: {record id, previous clinic}, or {} for an erased user (nothing written)
 _ENROL = (
     _CHECK
     + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {} end
 local previous = redis.call('GET', KEYS[1]) or ''
 redis.call('SET', KEYS[1], ARGV[2])
 local id = redis.call('XADD', KEYS[2], '*', 'action', 'enrolled', 'user_id', ARGV[1],
@@ -90,8 +92,13 @@ class RedisEnrolments:
         return [self.keys.clinic(user_id), self.keys.enrolments(user_id)]
 
     async def enrol(self, user_id: str, clinic_id: str, by: str, at: datetime) -> Enrolment:
+        """Raises UserErased (nothing written) for a user whose erasure record exists."""
         args = [user_id, clinic_id, by, at.isoformat()]
-        position, previous = await self._enrol(keys=self._keys(user_id), args=args)
+        keys = [*self._keys(user_id), self.keys.erased(user_id)]
+        reply = await self._enrol(keys=keys, args=args)
+        if not reply:
+            raise UserErased(user_id)
+        position, previous = reply
         return Enrolment(user_id, clinic_id, text(previous) or None, by, at, text(position))
 
     async def unenrol(

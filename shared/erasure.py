@@ -112,16 +112,17 @@ def record_of(user_id: str, raw: dict[Any, Any]) -> ErasureRecord:
 
 def names_user(key: str, user_id: str) -> bool:
     """Whether ``key`` (of the user's partition) holds the user's data: the tombstone and the
-    data key aside, a key whose user segment is exactly ``user_id``. User ids never contain
-    ``:``, so ``bt:{pNN}:rx:<version>:<user>`` cannot be another user's. Pure."""
+    data key aside, a key whose user segment is exactly ``user_id`` (a migration's
+    temporary copy of their streams included). User ids never contain ``:``, so
+    ``bt:{pNN}:rx:<version>:<user>`` cannot be another user's. Pure."""
     parts = key.split(":")
     if len(parts) < 4 or parts[0] != PREFIX:  # bt, {pNN}, kind, user...
         return False
     kind, rest = parts[2], parts[3:]
     if kind == "seen":  # bt:{pNN}:seen:<user>:<event_id>
         return len(rest) == 2 and rest[0] == user_id
-    if kind in ("rx", "snap"):  # current or bt:{pNN}:<kind>:<version...>:<user>
-        return rest[-1] == user_id
+    if kind in ("rx", "snap", "migrating"):  # bt:{pNN}:<kind>:<version...>:<user>, and a
+        return rest[-1] == user_id  # migration's copy bt:{pNN}:migrating:<user|rx...>:<user>
     if kind in ("user", "clinic"):
         return rest == [user_id]
     return False

@@ -162,6 +162,12 @@ def _as_change(fields: Mapping[Any, Any]) -> PrescriptionChanged:
     return event
 
 
+#: KEYS snapshot, erasure record; ARGV field, value, ... -> 1 if written, 0 if erased
+_SAVE_SNAPSHOT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
 #: the ``type`` a snapshot's sealed data is bound to (with its user, position and versions)
 SNAPSHOT_TYPE = "Snapshot"
 
@@ -437,7 +443,9 @@ class RedisStore:
     async def save_snapshots(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
         """Replace many users' snapshots in one round trip (each one HSET, sealed).
 
-        A user erased meanwhile gets no snapshot (their key is gone).
+        A user erased meanwhile gets no snapshot: not sealed once their key is gone, and
+        not written once their erasure record exists (checked with the write, in one
+        script, so a process still holding their key cannot write one back).
         """
         if not snapshots:
             return
@@ -445,7 +453,8 @@ class RedisStore:
             hashes = await self._sealed_snapshots(snapshots)
             pipe = self.redis.pipeline(transaction=False)
             for user_id, mapping in hashes:
-                pipe.hset(self.keys.snapshot(user_id), mapping=mapping)  # type: ignore[arg-type]
+                keys = (self.keys.snapshot(user_id), self.keys.erased(user_id))
+                pipe.execute_command("EVAL", _SAVE_SNAPSHOT, 2, *keys, *_flat(mapping))
             await pipe.execute()
 
     async def _sealed_snapshots(

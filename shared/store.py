@@ -24,6 +24,14 @@ class StoreUnavailable(RuntimeError):  # noqa: N818 - the contract's name, used 
     """The store cannot be reached; nothing was written. Callers answer 503."""
 
 
+class UserErased(LookupError):  # noqa: N818 - the contract's name, used by callers
+    """The user was erased: they cannot be enrolled (nothing was written)."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id!r} was erased")
+        self.user_id = user_id
+
+
 class VersionGapError(ValueError):
     """A change's version would skip one: the user's output is not where its writer
     thought it was. Nothing was written; the feed entry goes to the dead letters."""

@@ -222,12 +222,16 @@ class Dispatcher:
             return
         try:
             body = await self._body(queue, item)
+            change = None if body is None else _change(body)
         except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
             log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
             return
-        if body is None:
+        except ValueError as exc:  # SealingError, DecodeError, ValidationError: never mends
+            await self._unreadable(sub, queue, item, exc)
             return
-        delivery = Delivery(sub, queue, item, body, _change(body), attempt)
+        if body is None or change is None:
+            return
+        delivery = Delivery(sub, queue, item, body, change, attempt)
         try:
             gate = await self._slot(sub, queue)
             if gate is None:
@@ -278,6 +282,15 @@ class Dispatcher:
             await self._settle_notice(sub, queue, item, attempt, result)
         except (RedisError, StoreUnavailable) as exc:  # the lease runs out; attempted again
             log.warning("webhook_redis_error", sub_id=sub.sub_id, error=type(exc).__name__)
+
+    async def _unreadable(self, sub: Subscription, queue: str, item: bytes, exc: Exception) -> None:
+        """Park a queued item that does not open or decode, so the user's queue moves on."""
+        error = f"unreadable queued item: {type(exc).__name__}"
+        record = dead_letter(queue, "", GROUP, error, {"data": item}, subscription=sub.sub_id)
+        await self.redis.xadd(DLQ, record)
+        await self.queues.finish(queue, item, _now_ms())
+        self._wake.set()
+        log.error("webhook_item_unreadable", sub_id=sub.sub_id, error=type(exc).__name__)
 
     async def _slot(self, sub: Subscription, queue: str) -> asyncio.Semaphore | None:
         """The endpoint's slot, acquired (the caller releases it); None, with the queue's

@@ -17,7 +17,8 @@ from tests.sealed import service_store
 
 
 def test_one_line_per_change_without_scores(own_redis_server: Any, tmp_path: Any) -> None:
-    """Every stored change is logged once at INFO with its ids, phase and change, never a score."""
+    """Every stored change is logged once at INFO with its ids and version, never a score nor
+    the prescription itself (health data)."""
     server = own_redis_server()
     events = [a.event for a in cohort.simulate(2, seed=8)][:80]
     out = tmp_path / "prescriber.log"
@@ -64,7 +65,8 @@ def test_one_line_per_change_without_scores(own_redis_server: Any, tmp_path: Any
     assert stored > 0
     assert len(changes) == stored
     assert len({c["event_id"] for c in changes}) == stored
-    assert all({"user_id", "version", "phase", "change", "caused_by"} <= set(c) for c in changes)
+    assert all({"user_id", "version", "caused_by"} <= set(c) for c in changes)
+    assert not any({"phase", "change", "exercises"} & set(c) for c in changes)
     before_stop = [json.loads(line) for line in running.splitlines() if line.startswith("{")]
     assert not any(line.get("level") == "error" for line in before_stop)
     text = out.read_text()

@@ -19,6 +19,8 @@ from shared.events import Input
 from shared.keys import Keys
 from shared.redis_store import RedisStore
 from shared.store import MemoryStore, Snapshot
+from tests.conftest import data_keys_for
+from tests.integration.events_factory import make_started
 
 pytestmark = pytest.mark.anyio
 
@@ -178,6 +180,29 @@ async def test_feed_entry_without_user_is_dead_lettered_at_once(redis: Redis) ->
     assert (await redis.xpending(keys.feed(0), GROUP))["pending"] == 0
     [(_, letter)] = await redis.xrange(keys.dlq)
     assert letter[b"error"] == b"feed entry has no user_id"
+
+
+async def test_an_erased_users_entries_are_skipped_and_a_keyless_users_parked(
+    redis: Redis,
+) -> None:
+    """Sealed entries whose data key is gone: acknowledged unprocessed when the user's
+    erasure record exists; dead-lettered when it does not (a key lost is not an erasure)."""
+    keys = Keys(1)
+    await _group(redis, keys)
+    store = RedisStore(redis, partitions=1, data_keys=data_keys_for(redis, 1))
+    await store.append_many([make_started(user_id="gone"), make_started(user_id="lost")])
+    assert store.data_keys is not None
+    await store.data_keys.destroy("gone")
+    await redis.delete(keys.data_key("lost"))
+    fresh = data_keys_for(redis, 1)  # a prescriber process of its own: nothing cached
+    consumer = FeedConsumer(redis, Processor(store), keys, data_keys=fresh)
+    entries = await redis.xreadgroup(GROUP, "c1", {keys.feed(0): ">"}, count=10)
+    await consumer.handle(0, entries[0][1])
+    assert (await redis.xpending(keys.feed(0), GROUP))["pending"] == 0
+    [(_, letter)] = await redis.xrange(keys.dlq)
+    assert (letter[b"f:user_id"], letter[b"error"]) == (b"lost", b"no data key for the user")
+    assert not await redis.exists(keys.rx("gone"))
+    assert not await redis.exists(keys.snapshot("gone"))
 
 
 class _Counting(MemoryStore):

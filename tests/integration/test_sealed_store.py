@@ -11,7 +11,7 @@ from shared import codec, sealing
 from shared.data_keys import DataKeys, KeyDestroyed
 from shared.redis_store import RedisStore
 from shared.sealing import Unreadable
-from shared.store import Snapshot
+from shared.store import Snapshot, UserErased
 from tests.integration.events_factory import make_change, make_pain, make_started
 
 pytestmark = pytest.mark.anyio
@@ -93,6 +93,8 @@ async def test_the_script_refuses_an_erased_user_whose_key_a_process_still_holds
     [change] = await redis_store.append_changes([make_change(1, user_id="s-9")])
     assert change.status == "erased"
     assert not await redis.exists(redis_store.keys.rx("s-9"))
+    await redis_store.save_snapshots([("s-9", Snapshot(b"state", "1-0", "2", 3))])
+    assert not await redis.exists(redis_store.keys.snapshot("s-9"))
 
 
 async def test_open_many_tells_erased_damaged_and_plaintext_apart(
@@ -133,3 +135,14 @@ async def test_with_sealing_off_new_entries_are_plain_and_sealed_ones_still_open
     assert [e for _, e in await plain.history("s-8")] == [first, second]
     await plain.save_snapshot("s-8", Snapshot(b"plain", "1-0", "2", 3))
     assert await redis_store.load_snapshot("s-8") == Snapshot(b"plain", "1-0", "2", 3)
+
+
+async def test_an_erased_user_cannot_be_enrolled_even_racing_the_check(
+    redis: Redis, redis_store: RedisStore
+) -> None:
+    """The enrol script reads the erasure record with its write: nothing is written."""
+    await _keys(redis_store).destroy("s-10")
+    with pytest.raises(UserErased):
+        await redis_store.enrol("s-10", "clinic-a", by="clinic:clinic-a")
+    assert await redis_store.clinic_of("s-10") is None
+    assert await redis_store.enrolments("s-10") == []

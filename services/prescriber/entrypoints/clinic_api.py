@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.data_keys import KeyDestroyed
 from shared.events import PrescriptionChanged, UserId
 from shared.http_auth import PrincipalDep, audited, authorize_audited_read
 from shared.store import EventStore, StoreUnavailable
@@ -50,6 +51,8 @@ async def store_available() -> AsyncIterator[None]:
     except (StoreUnavailable, RedisConnectionError, RedisTimeoutError):
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         raise HTTPException(503, "event store unavailable; retry", retry) from None
+    except KeyDestroyed:  # erased between the check and the read
+        raise HTTPException(404, "user erased") from None
 
 
 def get_store(request: Request) -> EventStore:

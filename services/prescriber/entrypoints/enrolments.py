@@ -31,8 +31,11 @@ from shared import auth
 from shared.events import UserId
 from shared.http_auth import PrincipalDep, erasures_of
 from shared.revocation_log import revoke
+from shared.store import UserErased
 
 router = APIRouter(prefix="/v1")
+#: the 409 for an erased user's id
+ERASED = "user erased: the id cannot be enrolled again"
 log = structlog.get_logger("backtrack.enrolment")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -81,8 +84,11 @@ async def enrol(
     erasures = erasures_of(request)
     async with store_available():
         if erasures is not None and await erasures.erased(body.user_id):
-            raise HTTPException(409, "user erased: the id cannot be enrolled again")
-        record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
+            raise HTTPException(409, ERASED)
+        try:  # the script checks the erasure record too: an erasure begun meanwhile
+            record = await store.enrol(body.user_id, clinic, by=f"clinic:{clinic}")
+        except UserErased:
+            raise HTTPException(409, ERASED) from None
         await _revoke_devices(request, body.user_id, lifetimes)
     log.info("enrolled", user_id=body.user_id, clinic_id=clinic, previous=record.previous)
     token = auth.issue("device", body.user_id, settings.secret, lifetimes=lifetimes)

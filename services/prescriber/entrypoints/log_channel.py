@@ -2,8 +2,9 @@
 
 FastStream batch subscribers (one per partition rx feed) in their own
 consumer group, ``channel-log``, so the log channel and the webhook channel
-never hold each other up. A line holds ids, phase, change and version; never
-scores or notes.
+never hold each other up. A line holds ids and the version: the prescription
+itself (phase, change, exercises) is health data, kept sealed in Redis, and
+stays out of logs, as scores and notes do.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _log_handler(partition: int, data_keys: DataKeys | None) -> Any:
 
 
 def log_change(fields: Any) -> None:
-    """The log channel's one line for one opened rx feed entry (ids, phase, change)."""
+    """The log channel's one line for one opened rx feed entry (ids and version)."""
     try:
         change = codec.from_fields(fields)
     except ValueError as exc:
@@ -76,7 +77,5 @@ def log_change(fields: Any) -> None:
             event_id=str(change.event_id),
             user_id=change.user_id,
             version=change.version,
-            phase=change.phase,
-            change=change.change,
             caused_by=str(change.caused_by),
         )

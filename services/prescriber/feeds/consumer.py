@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 GROUP = PRESCRIBER_GROUP
 Entry = tuple[bytes, Mapping[Any, Any]]
+#: an entry waiting on whether its user was erased
+Parked = tuple[bytes, Mapping[Any, Any]]
 
 
 def _readable(fields: Mapping[Any, Any]) -> tuple[Input | None, str]:
@@ -102,8 +104,10 @@ class FeedConsumer:
         caller must (the feed reader sends them with its next read).
         """
         feed = self.keys.feed(partition)
-        done, by_user, fed = await self._sort(feed, entries)
-        for user_id in await self._erased(by_user):
+        done, by_user, fed, keyless = await self._sort(feed, entries)
+        erased = set(await self._erased({**by_user, **keyless}))  # one round trip
+        done += await self._keyless(feed, keyless, erased)
+        for user_id in erased & by_user.keys():
             done += by_user.pop(user_id)
             fed.pop(user_id, None)
         async with self._locks[partition]:
@@ -115,16 +119,17 @@ class FeedConsumer:
 
     async def _sort(
         self, feed: str, entries: Sequence[Entry]
-    ) -> tuple[list[bytes], dict[str, list[bytes]], dict[str, list[Fed]]]:
-        """Dead-letter the unreadable entries (done); group the others' ids and events by user."""
+    ) -> tuple[list[bytes], dict[str, list[bytes]], dict[str, list[Fed]], dict[str, list[Parked]]]:
+        """Dead-letter the unreadable entries (done); group the others' ids and events by user,
+        and the entries whose user has no data key (erased, or not) apart."""
         done: list[bytes] = []
         by_user: dict[str, list[bytes]] = {}
         fed: dict[str, list[Fed]] = {}
+        keyless: dict[str, list[Parked]] = {}
         opened = await self._open([fields for _, fields in entries])
         for (entry_id, fields), plain in zip(entries, opened, strict=True):
-            if isinstance(plain, KeyDestroyed):  # the patient was erased: nothing to do
-                log.info("erased_user_skipped", stream=feed, entry_id=text(entry_id))
-                done.append(entry_id)
+            if isinstance(plain, KeyDestroyed):  # erased, if the record says so (below)
+                keyless.setdefault(plain.user_id, []).append((entry_id, fields))
                 continue
             event, error = (None, str(plain)) if isinstance(plain, Exception) else _readable(plain)
             if event is None:
@@ -134,7 +139,22 @@ class FeedConsumer:
             by_user.setdefault(event.user_id, []).append(entry_id)
             item = Fed(event, _position(fields, b"pos"), _position(fields, b"prev"))
             fed.setdefault(event.user_id, []).append(item)
-        return done, by_user, fed
+        return done, by_user, fed, keyless
+
+    async def _keyless(
+        self, feed: str, keyless: Mapping[str, list[Parked]], erased: set[str]
+    ) -> list[bytes]:
+        """Entries whose user has no data key: skipped if the user was erased, else parked
+        (sealed, and no key stored: that never mends by itself). All are done."""
+        done: list[bytes] = []
+        for user_id, parked in keyless.items():
+            for entry_id, fields in parked:
+                if user_id in erased:  # the patient was erased: nothing to do
+                    log.info("erased_user_skipped", stream=feed, entry_id=text(entry_id))
+                else:
+                    await self.dead_letter(feed, entry_id, fields, "no data key for the user")
+                done.append(entry_id)
+        return done
 
     async def _open(self, entries: list[Mapping[Any, Any]]) -> list[Opened]:
         if self.data_keys is None:

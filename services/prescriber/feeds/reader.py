@@ -110,6 +110,10 @@ class FeedReader:
                 except RedisError as exc:
                     log.warning("feed_read_failed", partition=partition, error=type(exc).__name__)
                     await asyncio.sleep(0.5)
+                except Exception as exc:  # the batch stays pending: reclaimed, retried, parked
+                    # no traceback: an exception's message may quote what an entry holds
+                    log.error("feed_batch_failed", partition=partition, error=type(exc).__name__)  # noqa: TRY400
+                    await asyncio.sleep(1.0)
         finally:
             if done:
                 with contextlib.suppress(RedisError):
