@@ -24,7 +24,7 @@ import orjson
 
 from shared.audit import AuditLog, cli_reader
 from shared.codec import dumps
-from shared.data_keys import DataKeys
+from shared.data_keys import DataKeys, KeyDestroyed
 from shared.redis_store import RedisStore, connect
 from shared.settings import Settings
 from shared.store import Enrolment
@@ -55,7 +55,8 @@ async def _events(store: RedisStore, user_id: str) -> list[dict[str, Any]]:
 
 
 async def collect(settings: Settings, redis_url: str, user_id: str) -> dict[str, Any]:
-    """The export of ``user_id`` (after its audit entry is written)."""
+    """The export of ``user_id`` (after its audit entry is written); KeyDestroyed for an
+    erased user."""
     redis = connect(redis_url)
     try:
         store = RedisStore(
@@ -63,6 +64,8 @@ async def collect(settings: Settings, redis_url: str, user_id: str) -> dict[str,
         )
         audit = AuditLog(redis, store.keys, settings.audit_retention_days)
         await audit.record("operator", cli_reader(), "export", user_id)
+        if store.data_keys is not None and await store.data_keys.erased(user_id):
+            raise KeyDestroyed(user_id)
         events = await _events(store, user_id)
         changes = await store.prescriptions(user_id)
         return {
@@ -91,7 +94,11 @@ async def export_user(settings: Settings, user_id: str, out: str | None, fhir: b
     if not settings.redis_url:
         print("set BACKTRACK_REDIS_URL or pass --redis-url", file=sys.stderr)
         return 2
-    document = await collect(settings, settings.redis_url, user_id)
+    try:
+        document = await collect(settings, settings.redis_url, user_id)
+    except KeyDestroyed:
+        print(f"{user_id} was erased: nothing of them can be exported", file=sys.stderr)
+        return 1
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
     if out:
         await asyncio.to_thread(Path(out).write_bytes, data)

@@ -63,14 +63,18 @@ async def show_history(settings: Settings, user_id: str, plot: str | None) -> in
         print("set BACKTRACK_REDIS_URL or pass --redis-url")
         return 2
     redis = connect(settings.redis_url)
-    store = RedisStore(
-        redis, settings.partitions, data_keys=DataKeys.from_settings(redis, settings)
-    )
-    audit = AuditLog(redis, store.keys, settings.audit_retention_days)
-    await audit.record("operator", cli_reader(), "history", user_id)
-    events = [e for _, e in await store.history(user_id)]
-    changes = [c for _, c in await store.prescriptions(user_id)]
-    await redis.aclose()
+    data_keys = DataKeys.from_settings(redis, settings)
+    store = RedisStore(redis, settings.partitions, data_keys=data_keys)
+    try:
+        audit = AuditLog(redis, store.keys, settings.audit_retention_days)
+        await audit.record("operator", cli_reader(), "history", user_id)
+        if await data_keys.erased(user_id):
+            print(f"{user_id} was erased: nothing of them can be read")
+            return 1
+        events = [e for _, e in await store.history(user_id)]
+        changes = [c for _, c in await store.prescriptions(user_id)]
+    finally:
+        await redis.aclose()
     if not events:
         print(f"no history for {user_id}")
         return 1

@@ -19,6 +19,9 @@ and a what-if are as they were.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -202,12 +205,24 @@ def test_no_plaintext_at_rest_and_nothing_readable_after_erasure(
     assert asyncio.run(_still_open(stack, [_fields(c) for c in history])) == 0
 
     assert _prescriptions(stack, USER).status_code == 404
+    for command in ("export", "history"):
+        refused = _cli(stack, command, "--user" if command == "export" else "", USER)
+        assert refused.returncode == 1
+        assert f"{USER} was erased" in refused.stdout + refused.stderr
     assert _prescriptions(stack, OTHER).json() == other_before
     backtrack(stack, "replay", "rebuild", "--all")
     assert _prescriptions(stack, OTHER).json() == other_before
     what_if_after = _what_if(stack, tmp_path / "after.csv")
     assert what_if_after[0].endswith("of 1 users would differ")  # the erased one is skipped
     assert what_if_after[1] == [r for r in what_if_before[1] if not r.startswith(f"{USER},")]
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``backtrack ARGS`` (empty ones left out), whatever its exit status."""
+    env = {**os.environ, "BACKTRACK_REDIS_URL": stack.redis_url, "BACKTRACK_SECRET": SECRET}
+    env["BACKTRACK_PARTITIONS"] = str(stack.settings.partitions)
+    command = [sys.executable, "-m", "services.cli.main", *(a for a in args if a)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
 def _fields(command: list[bytes]) -> dict[bytes, bytes]:
