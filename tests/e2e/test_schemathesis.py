@@ -41,6 +41,7 @@ OPERATIONS = [
     ("clinic", "/v1/subscriptions/{sub_id}/deliveries", "GET"),
     ("clinic", "/v1/enrolments", "POST"),
     ("clinic", "/v1/enrolments/{user_id}", "DELETE"),
+    ("clinic", "/v1/users/{user_id}", "DELETE"),  # last: it erases the users it is given
 ]
 #: Not fuzzed: an endless text/event-stream (the access matrix covers it), and
 #: subscribing, where an operator must send the clinic_id that the schema calls
