@@ -210,11 +210,16 @@ class DataKeys:
         (readers dead-letter it). A plaintext entry comes back as it is.
         """
         users: list[str | None] = []
+        names: dict[Any, str] = {}  # each user's id decoded once per call, not per entry
         for fields in entries:
-            try:
-                users.append(sealing.entry_user(fields) if sealing.is_sealed(fields) else None)
-            except ValueError:
-                users.append("")
+            if not sealing.is_sealed(fields):
+                users.append(None)
+                continue
+            raw = fields.get(b"user_id", fields.get("user_id"))
+            user = names.get(raw) if raw is not None else ""
+            if user is None:
+                user = names[raw] = raw.decode() if isinstance(raw, bytes) else str(raw)
+            users.append(user)
         found = await self._keys({u for u in users if u}, create=False)
         out: list[Opened] = []
         for user, fields in zip(users, entries, strict=True):
