@@ -235,8 +235,21 @@ def open_sealed(key: DataKey, fields: Mapping[Any, Any]) -> dict[Any, Any]:
 
 def _open_read(key: DataKey, fields: Mapping[Any, Any]) -> dict[Any, Any] | None:
     """``open_sealed`` of an entry as Redis answers it (every name and value bytes): the
-    path replays take per entry, without the general path's checks of style and type.
+    path readers take per entry, without the general path's checks of style and type.
     None when the entry is not in that form (the general path then says what is wrong)."""
+    plain = open_data(key, fields)
+    if plain is None:
+        return None
+    opened = dict(fields)
+    del opened[_MARKER_BYTES], opened[_KEY_FIELD_BYTES]
+    opened[b"data"] = plain
+    return opened
+
+
+def open_data(key: DataKey, fields: Mapping[Any, Any]) -> bytes | None:
+    """The plain ``data`` of a sealed entry as Redis answers it (bytes names and values),
+    and nothing else built: what a replay needs of each entry. None when the entry is not
+    in that form (``open_sealed`` says what is wrong with it); raises as ``open_sealed``."""
     try:
         blob = fields[b"data"]
         ad = b"\x00".join(
@@ -250,20 +263,17 @@ def _open_read(key: DataKey, fields: Mapping[Any, Any]) -> dict[Any, Any] | None
         )
     except (KeyError, TypeError):
         return None
-    if fields[_MARKER_BYTES] != FORMAT or not isinstance(blob, bytes):
+    if fields.get(_MARKER_BYTES) != FORMAT or not isinstance(blob, bytes):
         return None
-    if fields[_KEY_FIELD_BYTES] != key.id_bytes:
+    if fields.get(_KEY_FIELD_BYTES) != key.id_bytes:
         raise OtherDataKey(f"sealed under data key {sealed_with(fields)!r}, not {key.id!r}")
     if len(blob) < NONCE_BYTES:
         return None
     try:
-        plain = key.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], ad)
+        plain: bytes = key.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], ad)
     except InvalidTag:
         raise Unreadable("the sealed entry does not open: tampered with or another key") from None
-    opened = dict(fields)
-    del opened[_MARKER_BYTES], opened[_KEY_FIELD_BYTES]
-    opened[b"data"] = plain
-    return opened
+    return plain
 
 
 def sealed_with(fields: Mapping[Any, Any]) -> str:
@@ -398,6 +408,7 @@ __all__ = [
     "is_sealed",
     "master_key_id",
     "new_data_key",
+    "open_data",
     "open_sealed",
     "pack",
     "seal",

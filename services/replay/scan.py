@@ -91,8 +91,9 @@ def _decode_each(raw: Any) -> list[Entry]:
     return out
 
 
-async def _opened(data_keys: DataKeys | None, raw: Any) -> Any:
-    """A page of entries with sealed ones opened; None if the user was erased (skipped).
+async def _opened(data_keys: DataKeys | None, raw: Any, user: str) -> Any:
+    """A page of ``user``'s entries with sealed ones opened (as ``(position, {b"data":
+    plain})``: all the decoding reads); None if the user was erased (skipped).
 
     Raises Unreadable for an entry that does not open, DecodeError for a sealed
     page and no ``data_keys``.
@@ -102,10 +103,10 @@ async def _opened(data_keys: DataKeys | None, raw: Any) -> Any:
     if data_keys is None:
         raise DecodeError("sealed entries, and no data keys to open them")
     try:
-        opened = await data_keys.open_all([fields for _, fields in raw])
+        datas = await data_keys.open_datas(user, [fields for _, fields in raw])
     except KeyDestroyed:
         return None
-    return [(position, fields) for (position, _), fields in zip(raw, opened, strict=True)]
+    return [(position, {b"data": data}) for (position, _), data in zip(raw, datas, strict=True)]
 
 
 async def histories(
@@ -120,6 +121,8 @@ async def histories(
     user's is empty (replays skip them). ``data_keys`` open sealed entries."""
     logs = {user: UserLog(user, []) for user in users}
     todo = dict.fromkeys(users, "-")
+    if data_keys is not None:
+        await data_keys.prefetch(users)  # one round trip for the group, not one per user
     while todo:
         pipe = redis.pipeline(transaction=False)
         for user, after in todo.items():
@@ -127,7 +130,7 @@ async def histories(
         replies = await pipe.execute()
         nxt: dict[str, str] = {}
         for (user, _), raw in zip(todo.items(), replies, strict=True):
-            plain = await _opened(data_keys, raw)
+            plain = await _opened(data_keys, raw, user)
             if plain is None:
                 logs[user].entries.clear()
                 continue
@@ -158,12 +161,14 @@ async def prescriptions(
 ) -> list[list[tuple[str, PrescriptionChanged]]]:
     """Each user's PrescriptionChanged stream (small: a handful per user); none for an
     erased user."""
+    if data_keys is not None:
+        await data_keys.prefetch(users)
     pipe = redis.pipeline(transaction=False)
     for user in users:
         pipe.xrange(keys.rx(user), "-", "+")
     out: list[list[tuple[str, PrescriptionChanged]]] = []
-    for raw in await pipe.execute():
-        plain = await _opened(data_keys, raw) or []
+    for user, raw in zip(users, await pipe.execute(), strict=True):
+        plain = await _opened(data_keys, raw, user) or []
         changes = [(text(pos), from_fields(fields)) for pos, fields in plain]
         out.append([(p, c) for p, c in changes if isinstance(c, PrescriptionChanged)])
     return out
@@ -174,12 +179,14 @@ async def latest_prescriptions(
 ) -> list[PrescriptionChanged | None]:
     """Each user's newest PrescriptionChanged (None for none or an erased user), one round
     trip."""
+    if data_keys is not None:
+        await data_keys.prefetch(users)
     pipe = redis.pipeline(transaction=False)
     for user in users:
         pipe.xrevrange(keys.rx(user), "+", "-", count=1)
     out: list[PrescriptionChanged | None] = []
-    for raw in await pipe.execute():
-        plain = await _opened(data_keys, raw)
+    for user, raw in zip(users, await pipe.execute(), strict=True):
+        plain = await _opened(data_keys, raw, user)
         change = from_fields(plain[0][1]) if plain else None
         out.append(change if isinstance(change, PrescriptionChanged) else None)
     return out

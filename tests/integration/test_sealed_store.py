@@ -146,3 +146,24 @@ async def test_an_erased_user_cannot_be_enrolled_even_racing_the_check(
         await redis_store.enrol("s-10", "clinic-a", by="clinic:clinic-a")
     assert await redis_store.clinic_of("s-10") is None
     assert await redis_store.enrolments("s-10") == []
+
+
+async def test_open_datas_gives_a_users_plain_data_and_refuses_anothers(
+    redis: Redis, redis_store: RedisStore
+) -> None:
+    """A replay's page: each entry's plain data in order; another user's entry is refused,
+    and an erased user's page raises KeyDestroyed."""
+    data_keys = _keys(redis_store)
+    mine, theirs = make_pain(2, 1, user_id="s-11"), make_pain(3, 1, user_id="s-12")
+    await redis_store.append_many([mine, theirs])
+    raw: Any = await redis.xrange(redis_store.keys.history("s-11"))
+    plain = codec.to_fields(make_pain(4, 2, user_id="s-11"))
+    as_read = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in plain.items()}
+    page = [raw[0][1], as_read]
+    assert await data_keys.open_datas("s-11", page) == [codec.dumps(mine), as_read[b"data"]]
+    [(_, other)] = await redis.xrange(redis_store.keys.history("s-12"))
+    with pytest.raises(Unreadable):
+        await data_keys.open_datas("s-11", [other])
+    await data_keys.destroy("s-11")
+    with pytest.raises(KeyDestroyed):
+        await DataKeys(redis, redis_store.keys, data_keys.masters).open_datas("s-11", page)
