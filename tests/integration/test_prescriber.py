@@ -205,6 +205,17 @@ async def test_an_erased_users_entries_are_skipped_and_a_keyless_users_parked(
     assert not await redis.exists(keys.snapshot("gone"))
 
 
+async def test_one_users_damaged_entry_fails_that_user_alone(redis: Redis) -> None:
+    """A history entry that does not open fails its user; the others of the batch go on."""
+    store = RedisStore(redis, partitions=1, data_keys=data_keys_for(redis, 1))
+    await store.append_many([make_started(user_id="sound"), make_started(user_id="damaged")])
+    [(_, fields)] = await redis.xrange(Keys(1).history("damaged"))
+    await redis.xadd(Keys(1).history("damaged"), {**fields, b"data": b"x" * 40})
+    failed = await Processor(store).process_batch(["sound", "damaged"])
+    assert set(failed) == {"damaged"}
+    assert [c.version for _, c in await store.prescriptions("sound")] == [1]
+
+
 class _Counting(MemoryStore):
     """Counts the writes a processor makes; the first ``fail`` change writes raise."""
 

@@ -26,7 +26,7 @@ from services.prescriber.processing.cursors import Cursor, Cursors, Step
 from services.prescriber.processing.histories import Entries, Fed, Histories
 from services.prescriber.processing.timelines import Timelines
 from shared.events import PrescriptionChanged
-from shared.store import EventStore
+from shared.store import EventStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -57,18 +57,21 @@ class Processor:
         as they are where they continue the history, ``Histories.after``). One
         write stores every change the batch emits, one more the snapshots that
         fell due. Returns the users that failed, with their error; the others
-        are done. A failed read or write fails every user it was for.
+        are done. A failed write fails every user it was for, and so does a read the
+        store could not serve; a read that failed over one user's entries fails that
+        user alone (``_read``).
         """
         users = list(dict.fromkeys(user_ids))
         try:
             cursors = {user_id: await self.cursors.get(user_id) for user_id in users}
-            positions = {user_id: cursor.position for user_id, cursor in cursors.items()}
-            news = await self.histories.after(positions, fed or {})
         except Exception as exc:
             return dict.fromkeys(users, exc)
-        failed: dict[str, Exception] = {}
+        positions = {user_id: cursor.position for user_id, cursor in cursors.items()}
+        news, failed = await self._read(positions, fed or {})
         steps: list[Step] = []
         for user_id, cursor in cursors.items():
+            if user_id in failed:
+                continue
             try:
                 steps.append(await self._fold(user_id, cursor, news[user_id]))
             except Exception as exc:
@@ -78,6 +81,29 @@ class Processor:
         except Exception as exc:
             failed.update(dict.fromkeys((step.user_id for step in steps), exc))
         return failed
+
+    async def _read(
+        self, positions: Mapping[str, str], fed: Mapping[str, Sequence[Fed]]
+    ) -> tuple[dict[str, Entries], dict[str, Exception]]:
+        """The users' new entries, and the users whose read failed. A read that fails over
+        what it read (an entry that does not open or decode), not over the store, is done
+        again user by user, so one user's damaged entry fails that user alone."""
+        try:
+            return await self.histories.after(positions, fed), {}
+        except StoreUnavailable as exc:
+            return {}, dict.fromkeys(positions, exc)
+        except Exception as exc:
+            if len(positions) == 1:
+                return {}, dict.fromkeys(positions, exc)
+        news: dict[str, Entries] = {}
+        failed: dict[str, Exception] = {}
+        for user_id, position in positions.items():
+            try:
+                one = {user_id: fed.get(user_id, ())}
+                news.update(await self.histories.after({user_id: position}, one))
+            except Exception as exc:
+                failed[user_id] = exc
+        return news, failed
 
     async def process_user(self, user_id: str) -> list[PrescriptionChanged]:
         """Bring one user up to date with their history; return the changes emitted."""
