@@ -464,14 +464,14 @@ class RedisStore:
         if self.data_keys is None or not self.data_keys.seals:
             # empty markers: a plaintext snapshot replaces a sealed one in the same HSET
             return [(user, f | {sealing.MARKER: "", sealing.KEY_FIELD: ""}) for user, f in plain]
-        out: list[tuple[str, dict[str, Any]]] = []
-        for user, fields in plain:  # one by one: an erased user must not stop the others
-            try:
-                [sealed] = await self.data_keys.seal_many([snapshot_envelope(user, fields)])
-            except KeyDestroyed:
-                continue
-            out.append((user, fields | {k: sealed[k] for k in ("data", "enc", "dek")}))
-        return out
+        envelopes = [snapshot_envelope(user, fields) for user, fields in plain]
+        sealed = await self.data_keys.seal_each(envelopes)  # the keys a batch lacks: one trip
+        names = ("data", sealing.MARKER, sealing.KEY_FIELD)
+        return [
+            (user, fields | {name: got[name] for name in names})
+            for (user, fields), got in zip(plain, sealed, strict=True)
+            if not isinstance(got, KeyDestroyed)  # erased: no snapshot (their key is gone)
+        ]
 
     # -- reads ------------------------------------------------------------
 

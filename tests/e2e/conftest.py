@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -12,21 +13,35 @@ from services.cli.stack import Stack
 from shared.redis_server import free_port
 from shared.settings import Settings
 from tests.redis_server import RedisEndpoint
+from tests.webhook_receiver import Receiver, receiver_factory
 
 SECRET = "e2e-secret"
 
 
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
-    """ingest + prescriber processes on a flushed test Redis, shared by a module's tests.
+    """The services on a flushed test Redis, shared by a module's tests.
 
     Tests sharing it use their own user ids.
     """
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    settings = stack_settings(redis_server.url)
-    with Stack(settings, quiet=True) as running:
+    with running_stack(redis_server.url) as running:
         yield running
+
+
+@contextmanager
+def running_stack(redis_url: str, **overrides: Any) -> Iterator[Stack]:
+    """The services on ``redis_url``, flushed first, with ``stack_settings(**overrides)``."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
+    with Stack(stack_settings(redis_url, **overrides), quiet=True) as running:
+        yield running
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    """Start webhook receivers on free loopback ports; all stop with the test."""
+    with receiver_factory() as start:
+        yield start
 
 
 def stack_settings(redis_url: str, **overrides: Any) -> Settings:

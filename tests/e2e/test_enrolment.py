@@ -26,9 +26,9 @@ from services.cli.stack import Stack
 from shared.auth import issue, verify
 from shared.keys import Keys
 from tests.e2e.cli import backtrack
-from tests.e2e.conftest import SECRET, stack_settings
+from tests.e2e.conftest import SECRET, running_stack
 from tests.redis_server import RedisEndpoint
-from tests.webhook_receiver import Receiver, receiver_factory
+from tests.webhook_receiver import Receiver
 
 PARTITIONS = 4
 Headers = dict[str, str]
@@ -37,9 +37,7 @@ Headers = dict[str, str]
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
     """The three services on a flushed test Redis, with short SSE and webhook timings."""
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    settings = stack_settings(
+    with running_stack(
         redis_server.url,
         partitions=PARTITIONS,
         webhook_allow_private=True,
@@ -47,15 +45,8 @@ def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
         webhook_timeout=1.0,
         webhook_lease=5.0,
         sse_heartbeat=1.0,
-    )
-    with Stack(settings, quiet=True) as running:
+    ) as running:
         yield running
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    with receiver_factory() as start:
-        yield start
 
 
 def _auth(role: str, subject: str | None, **token: Any) -> Headers:

@@ -26,9 +26,9 @@ from services.channels import notices
 from services.cli.stack import Stack
 from shared.auth import issue, payload_of
 from shared.keys import Keys
-from tests.e2e.conftest import SECRET, stack_settings
+from tests.e2e.conftest import SECRET, running_stack
 from tests.redis_server import RedisEndpoint
-from tests.webhook_receiver import Receiver, receiver_factory
+from tests.webhook_receiver import Receiver
 
 PARTITIONS = 4
 USER = "zq5-erased-over-http"
@@ -39,9 +39,7 @@ ANOTHER_ENROLMENT = "user erased: the id cannot be enrolled again"
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
     """The three services on a flushed test Redis, webhooks to loopback allowed."""
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    settings = stack_settings(
+    with running_stack(
         redis_server.url,
         partitions=PARTITIONS,
         webhook_allow_private=True,
@@ -49,15 +47,8 @@ def stack(redis_server: RedisEndpoint) -> Iterator[Stack]:
         webhook_timeout=1.0,
         webhook_lease=5.0,
         sse_heartbeat=0.5,
-    )
-    with Stack(settings, quiet=True) as running:
+    ) as running:
         yield running
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    with receiver_factory() as start:
-        yield start
 
 
 def _auth(role: str, subject: str | None) -> Headers:

@@ -52,16 +52,7 @@ async def test_no_event_is_sent_once_access_is_refused(
     await redis_store.append_change(make_change(1))
     gate = _Gate()
     key = redis_store.keys.rx("u-1")
-    stream = events(
-        _Connected(),
-        redis,
-        key,
-        START,
-        60.0,
-        access=gate,
-        recheck=60.0,
-        data_keys=redis_store.data_keys,
-    )  # type: ignore[arg-type]
+    stream = _stream(redis, redis_store, key, gate, recheck=60.0)
     assert await _next(stream) == b"retry: 2000\n\n"
     first = await _next(stream)
     assert orjson.loads(first.split(b"data: ")[1])["version"] == 1
@@ -78,16 +69,7 @@ async def test_a_quiet_stream_is_checked_and_closed(redis: Redis, redis_store: R
     the reason on one line, once the answer is no."""
     gate = _Gate()
     key = redis_store.keys.rx("u-1")
-    stream = events(
-        _Connected(),
-        redis,
-        key,
-        START,
-        60.0,
-        access=gate,
-        recheck=0.05,
-        data_keys=redis_store.data_keys,
-    )  # type: ignore[arg-type]
+    stream = _stream(redis, redis_store, key, gate, recheck=0.05)
     assert await _next(stream) == b"retry: 2000\n\n"
     last = asyncio.ensure_future(_next(stream))
     while gate.calls < 3:  # asked again and again while nothing comes
@@ -96,3 +78,20 @@ async def test_a_quiet_stream_is_checked_and_closed(redis: Redis, redis_store: R
     assert await last == b": closed: unauthorised: token expired\n\n"
     with pytest.raises(StopAsyncIteration):
         await _next(stream)
+
+
+def _stream(
+    redis: Redis, store: RedisStore, key: str, gate: _Gate, recheck: float
+) -> AsyncIterator[bytes]:
+    """The SSE frames of ``key`` from the start, as the API streams them to a connected
+    client: heartbeats a minute apart, ``gate`` asked for access, entries opened."""
+    return events(
+        _Connected(),  # type: ignore[arg-type]
+        redis,
+        key,
+        START,
+        60.0,
+        access=gate,
+        recheck=recheck,
+        data_keys=store.data_keys,
+    )
